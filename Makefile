@@ -1,0 +1,56 @@
+# MeetingDash. `make demo` and `make test` work on a fresh machine with Python 3.11+.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+BASE_STAMP := $(VENV)/.installed-base
+TEST_STAMP := $(VENV)/.installed-test
+PYTEST_ARGS ?=
+
+.PHONY: demo run test lint typecheck pytest fmt clean
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "MeetingDash needs Python 3.11 or newer (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(BASE_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[redis,postgres]'
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@ $(BASE_STAMP)
+
+## demo: the dashboard on the embedded default (SQLite, in-memory layer, built-in simulator)
+demo: $(BASE_STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py ensure_demo_user
+	$(PY) manage.py serve --host 127.0.0.1 --port 8000
+
+## run: serve against MEETINGBUDDY_API_URL / MEETINGBUDDY_API_TOKEN
+run: $(BASE_STAMP)
+	@test -n "$$MEETINGBUDDY_API_URL" || { echo "Set MEETINGBUDDY_API_URL (and MEETINGBUDDY_API_TOKEN) first; 'make demo' runs without them."; exit 2; }
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py serve
+
+## test: linters, type check, then the whole pytest suite
+test: lint typecheck pytest
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy .
+
+pytest: $(TEST_STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+fmt: $(TEST_STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache staticfiles

@@ -1,0 +1,68 @@
+"""ASGI entry point: Django for pages, Channels routes for streams and live sockets.
+
+`build_application(simulator_app=...)` mounts the built-in upstream simulator under
+settings.MEETINGDASH_SIMULATOR_PREFIX; `python manage.py serve` does that when no
+MEETINGBUDDY_API_URL is configured.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meetingdash.settings")
+django_asgi_app = get_asgi_application()
+
+# Imported after get_asgi_application(): these modules import models.
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from sessions_monitor.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
+
+ASGIApp = Any
+
+
+class PrefixMount:
+    """Send requests under `prefix` to `mounted` (path stripped), everything else to `default`."""
+
+    def __init__(self, prefix: str, mounted: ASGIApp, default: ASGIApp) -> None:
+        self.prefix = prefix.rstrip("/")
+        self.mounted = mounted
+        self.default = default
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and (
+            path == self.prefix or path.startswith(self.prefix + "/")
+        ):
+            inner = dict(scope)
+            inner["path"] = path[len(self.prefix) :] or "/"
+            inner["raw_path"] = inner["path"].encode()
+            inner["root_path"] = scope.get("root_path", "") + self.prefix
+            await self.mounted(inner, receive, send)
+            return
+        await self.default(scope, receive, send)
+
+
+def build_application(*, simulator_app: ASGIApp | None = None) -> ASGIApp:
+    app: ASGIApp = ProtocolTypeRouter(
+        {
+            "http": AuthMiddlewareStack(
+                URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)])  # type: ignore[arg-type]
+            ),
+            "websocket": AllowedHostsOriginValidator(
+                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            ),
+        }
+    )
+    if simulator_app is not None:
+        app = PrefixMount(settings.MEETINGDASH_SIMULATOR_PREFIX, simulator_app, app)
+    return app
+
+
+application = build_application()

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class SessionsMonitorConfig(AppConfig):
+    name = "sessions_monitor"
+    verbose_name = "Meeting sessions"
+    default_auto_field = "django.db.models.BigAutoField"

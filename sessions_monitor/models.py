@@ -1,0 +1,160 @@
+"""What MeetingDash stores: sessions, their events in our own order, presence, API tokens.
+
+`SessionEvent.seq` is the one key after storage: `id:` on our stream, the watermark a page
+renders with, the resume point of every reconnect.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+TERMINAL_STATUSES = frozenset({"completed", "failed"})
+
+
+class StreamState(models.TextChoices):
+    IDLE = "idle", "Not watched"
+    CONNECTING = "connecting", "Connecting"
+    LIVE = "live", "Live"
+    RETRYING = "retrying", "Retrying"
+    ENDED = "ended", "Ended"
+    FAILED = "failed", "Failed"
+
+
+class EventKind(models.TextChoices):
+    STATUS = "status", "Status change"
+    JOINED = "joined", "Participant joined"
+    LEFT = "left", "Participant left"
+    CLOSE = "close", "Stream closed"
+    STREAM = "stream", "Stream note"
+    ANOMALY = "anomaly", "Anomaly"
+
+
+class MeetingSession(models.Model):
+    session_id = models.CharField(primary_key=True, max_length=128)
+    bot_name = models.CharField(max_length=200, blank=True, default="")
+    meeting_link = models.CharField(max_length=2000, blank=True, default="")
+    platform = models.CharField(max_length=40, blank=True, default="")
+    status = models.CharField(max_length=40, blank=True, default="")
+    previous_status = models.CharField(
+        max_length=40, blank=True, default="", help_text="The status before this one, as we saw it."
+    )
+    status_since = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    failed_from_status = models.CharField(max_length=40, blank=True, default="")
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="Upstream created_at, or the first event we saw."
+    )
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    stream_state = models.CharField(
+        max_length=20, choices=StreamState.choices, default=StreamState.IDLE
+    )
+    stream_state_since = models.DateTimeField(null=True, blank=True)
+    stream_error = models.TextField(blank=True, default="")
+    stream_retry_at = models.DateTimeField(null=True, blank=True)
+    watched = models.BooleanField(default=False)
+    last_seq = models.PositiveBigIntegerField(default=0)
+    participants_present = models.PositiveIntegerField(default=0)
+    peak_participants = models.PositiveIntegerField(default=0)
+    raw = models.JSONField(default=dict, blank=True, help_text="Last upstream session object.")
+
+    class Meta:
+        ordering = ["-last_event_at"]
+        indexes = [
+            models.Index(fields=["-last_event_at"], name="session_recent_idx"),
+            models.Index(fields=["status", "-last_event_at"], name="session_status_recent_idx"),
+            models.Index(fields=["watched", "status"], name="session_watched_idx"),
+            models.Index(fields=["platform"], name="session_platform_idx"),
+            models.Index(fields=["error_code"], name="session_error_code_idx"),
+            models.Index(fields=["started_at"], name="session_started_idx"),
+            models.Index(fields=["bot_name"], name="session_bot_name_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.session_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class SessionEvent(models.Model):
+    session = models.ForeignKey(MeetingSession, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=20, choices=EventKind.choices)
+    status = models.CharField(max_length=40, blank=True, default="")
+    previous_status = models.CharField(max_length=40, blank=True, default="")
+    participant_name = models.CharField(max_length=300, blank=True, default="")
+    error_code = models.CharField(max_length=100, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    upstream_timestamp = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    raw = models.TextField(blank=True, default="", help_text="The upstream data, as received.")
+    note = models.TextField(blank=True, default="", help_text="Stream notes and anomalies.")
+
+    class Meta:
+        ordering = ["session", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "seq"], name="event_unique_seq"),
+        ]
+        indexes = [
+            models.Index(fields=["kind", "received_at"], name="event_kind_received_idx"),
+            models.Index(fields=["received_at"], name="event_received_idx"),
+            models.Index(fields=["participant_name"], name="event_participant_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}#{self.seq} {self.kind}"
+
+
+class Presence(models.Model):
+    """One interval of one participant in one session; a rejoin is a new row."""
+
+    session = models.ForeignKey(MeetingSession, on_delete=models.CASCADE, related_name="presences")
+    participant_name = models.CharField(max_length=300)
+    joined_at = models.DateTimeField()
+    left_at = models.DateTimeField(null=True, blank=True)
+    join_seq = models.PositiveBigIntegerField()
+    leave_seq = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["session", "joined_at", "join_seq"]
+        indexes = [
+            models.Index(
+                fields=["session", "participant_name", "left_at"], name="presence_open_idx"
+            ),
+            models.Index(fields=["participant_name"], name="presence_name_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.participant_name} in {self.session_id}"
+
+
+class ApiToken(models.Model):
+    """A token for programs reading our stream. Only a SHA-256 hash of it is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, default="")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(
+        max_length=12, editable=False, help_text="First characters, for recognition."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
