@@ -55,6 +55,9 @@ class MeetingSession(models.Model):
     )
     stream_state_since = models.DateTimeField(null=True, blank=True)
     stream_error = models.TextField(blank=True, default="")
+    stream_error_code = models.CharField(
+        max_length=100, blank=True, default="", help_text="Upstream error code of a failed link."
+    )
     stream_retry_at = models.DateTimeField(null=True, blank=True)
     watched = models.BooleanField(default=False)
     last_seq = models.PositiveBigIntegerField(default=0)

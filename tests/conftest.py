@@ -37,3 +37,14 @@ def redis_url() -> str:
     except redis.RedisError as exc:
         service_missing(f"Redis at REDIS_URL is unreachable: {type(exc).__name__}")
     return url
+
+
+@pytest.fixture
+def fresh_channel_layer() -> Iterator[Any]:
+    """A new channel layer instance for this test (layers bind to the event loop they first
+    ran on, and pytest-asyncio gives each test its own loop)."""
+    from channels.layers import channel_layers, get_channel_layer
+
+    channel_layers.backends.clear()
+    yield get_channel_layer()
+    channel_layers.backends.clear()

@@ -1,0 +1,438 @@
+"""Writes: record upstream events and link states, watch requests. Then broadcast.
+
+Every write runs in one transaction that locks the session row first (`select_for_update`),
+so our per-session `seq` is gap-free and strictly increasing even with several relay
+processes on PostgreSQL; on SQLite the IMMEDIATE transaction mode serialises writers.
+Broadcasting happens only after the commit: what subscribers see is always stored, and a
+failed broadcast is logged and counted but never loses the stored event.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from sessions_monitor.models import (
+    TERMINAL_STATUSES,
+    EventKind,
+    MeetingSession,
+    Presence,
+    SessionEvent,
+    StreamState,
+)
+from sessions_monitor.selectors import event_to_dict, session_summary
+from sessions_monitor.upstream.events import (
+    LinkState,
+    LinkStateName,
+    ParticipantJoined,
+    ParticipantLeft,
+    StatusChanged,
+    StreamClosed,
+    Unparseable,
+    UpstreamEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+SESSIONS_GROUP = "sessions"
+RELAY_CHANNEL = "session-relay"
+SESSION_ID_RE = re.compile(r"^mbsess_[A-Za-z0-9_-]{1,100}$")
+
+
+class InvalidSessionId(ValueError):
+    pass
+
+
+def session_group(session_id: str) -> str:
+    return f"session.{session_id}"
+
+
+def validate_session_id(session_id: str) -> str:
+    if not SESSION_ID_RE.match(session_id):
+        raise InvalidSessionId(session_id)
+    return session_id
+
+
+class _Metrics:
+    """Process-wide counters for /metrics and /healthz (relay threads increment them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def inc(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += amount
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+metrics = _Metrics()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    session_id: str
+    seq: int
+    event: dict[str, Any]
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """What one upstream event does to our history, decided before a seq is spent."""
+
+    kind: str
+    status: str = ""
+    previous_status: str = ""
+    participant_name: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    note: str = ""
+
+
+# --- recording -----------------------------------------------------------------------------
+
+
+def record_event(
+    *, session_id: str, event: UpstreamEvent, broadcast: bool = True
+) -> RecordedEvent | None:
+    """Store one upstream event once, in order. None when it adds nothing (deduplicated)."""
+    validate_session_id(session_id)
+    now = timezone.now()
+    with transaction.atomic():
+        session = _lock_session(session_id)
+        change = _decide(session, event)
+        if change is None:
+            metrics.inc("events_deduplicated")
+            return None
+        stored = _store(session, change, event, now)
+        _apply(session, change, stored, now)
+        session.save()
+        recorded = RecordedEvent(
+            session_id, stored.seq, event_to_dict(stored), session_summary(session)
+        )
+        if broadcast:
+            transaction.on_commit(lambda: broadcast_sync(recorded))
+    metrics.inc(f"events_recorded_{change.kind}")
+    return recorded
+
+
+def record_link_state(
+    *, session_id: str, state: LinkState, broadcast: bool = True
+) -> tuple[RecordedEvent | None, dict[str, Any]]:
+    """Update the session's stream state; store a stream note only when the state changes.
+
+    CONNECTING is transient and never noted, and repeated RETRYING (each failed attempt)
+    is noted once, so a flapping link does not flood the timeline. Returns the note (or None)
+    and the session summary, which is broadcast to `sessions` either way.
+    """
+    validate_session_id(session_id)
+    now = timezone.now()
+    with transaction.atomic():
+        session = _lock_session(session_id)
+        session.stream_state = StreamState(state.state.value)
+        session.stream_state_since = now
+        failing = state.state in (LinkStateName.RETRYING, LinkStateName.FAILED)
+        session.stream_error = state.reason if failing else ""
+        session.stream_error_code = (state.error_code or "") if failing else ""
+        session.stream_retry_at = (
+            now + timedelta(seconds=state.retry_in) if state.retry_in is not None else None
+        )
+        stored: SessionEvent | None = None
+        if state.state != LinkStateName.CONNECTING and _last_noted_state(session) != state.state:
+            stored = _store(session, _link_note(state), None, now)
+        session.save()
+        summary = session_summary(session)
+        recorded = (
+            None
+            if stored is None
+            else RecordedEvent(session_id, stored.seq, event_to_dict(stored), summary)
+        )
+        if broadcast:
+            transaction.on_commit(lambda: broadcast_sync(recorded, summary=summary))
+    return recorded, summary
+
+
+async def arecord_event(*, session_id: str, event: UpstreamEvent) -> RecordedEvent | None:
+    """The relay's path: store in a worker thread, broadcast from the event loop."""
+    recorded = await database_sync_to_async(record_event)(
+        session_id=session_id, event=event, broadcast=False
+    )
+    if recorded is not None:
+        await abroadcast(recorded)
+    return recorded
+
+
+async def arecord_link_state(*, session_id: str, state: LinkState) -> RecordedEvent | None:
+    recorded, summary = await database_sync_to_async(record_link_state)(
+        session_id=session_id, state=state, broadcast=False
+    )
+    await abroadcast(recorded, summary=summary)
+    return recorded
+
+
+def _lock_session(session_id: str) -> MeetingSession:
+    session = MeetingSession.objects.select_for_update().filter(pk=session_id).first()
+    if session is None:
+        MeetingSession.objects.get_or_create(session_id=session_id)
+        session = MeetingSession.objects.select_for_update().get(pk=session_id)
+    return session
+
+
+def _decide(session: MeetingSession, event: UpstreamEvent) -> _Change | None:
+    if isinstance(event, Unparseable):
+        return _Change(
+            EventKind.ANOMALY, note=f"unparseable {event.event_name!r} event: {event.reason}"
+        )
+    if isinstance(event, StreamClosed):
+        if session.events.filter(kind=EventKind.CLOSE).exists():
+            return None
+        return _Change(EventKind.CLOSE, note=event.reason)
+    if event.session_id and event.session_id != session.session_id:
+        return _Change(EventKind.ANOMALY, note=f"event for another session {event.session_id!r}")
+    if isinstance(event, StatusChanged):
+        return _decide_status(session, event)
+    name = event.participant_name.strip()
+    if not name:
+        return _Change(EventKind.ANOMALY, note="participant event without a name")
+    present = session.presences.filter(participant_name=name, left_at__isnull=True).exists()
+    if isinstance(event, ParticipantJoined):
+        return None if present else _Change(EventKind.JOINED, participant_name=name)
+    assert isinstance(event, ParticipantLeft)
+    return _Change(EventKind.LEFT, participant_name=name) if present else None
+
+
+def _decide_status(session: MeetingSession, event: StatusChanged) -> _Change | None:
+    new, current = event.status.strip(), session.status
+    if not new:
+        return _Change(EventKind.ANOMALY, note="status event without a status")
+    if new == current:
+        # The snapshot a new connection starts with, or the upstream repeating itself.
+        return None
+    if current in TERMINAL_STATUSES:
+        return _Change(
+            EventKind.ANOMALY,
+            status=new,
+            previous_status=current,
+            note=f"status {new!r} after terminal {current!r}; status kept",
+        )
+    return _Change(
+        EventKind.STATUS,
+        status=new,
+        previous_status=current,
+        error_code=event.error_code or "",
+        error_message=event.error_message or "",
+    )
+
+
+def _store(
+    session: MeetingSession, change: _Change, event: UpstreamEvent | None, now: datetime
+) -> SessionEvent:
+    session.last_seq += 1
+    session.last_event_at = now
+    timestamp = getattr(event, "timestamp", None)
+    return SessionEvent.objects.create(
+        session=session,
+        seq=session.last_seq,
+        kind=change.kind,
+        status=change.status,
+        previous_status=change.previous_status,
+        participant_name=change.participant_name,
+        error_code=change.error_code,
+        error_message=change.error_message,
+        upstream_timestamp=timestamp,
+        received_at=now,
+        raw=getattr(event, "raw", "") or "",
+        note=change.note,
+    )
+
+
+def _apply(session: MeetingSession, change: _Change, stored: SessionEvent, now: datetime) -> None:
+    """Fold a stored event into the session row and presence intervals."""
+    at = stored.upstream_timestamp or now
+    if session.started_at is None:
+        session.started_at = at
+    if change.kind == EventKind.STATUS:
+        session.previous_status = change.previous_status
+        session.status = change.status
+        session.status_since = at
+        if change.status == "failed":
+            session.failed_from_status = change.previous_status
+            session.error_code = change.error_code
+            session.error_message = change.error_message
+        if change.status in TERMINAL_STATUSES:
+            session.ended_at = at
+    elif change.kind == EventKind.JOINED:
+        Presence.objects.create(
+            session=session,
+            participant_name=change.participant_name,
+            joined_at=at,
+            join_seq=stored.seq,
+        )
+        _count_presence(session)
+    elif change.kind == EventKind.LEFT:
+        Presence.objects.filter(
+            session=session, participant_name=change.participant_name, left_at__isnull=True
+        ).update(left_at=at, leave_seq=stored.seq)
+        _count_presence(session)
+
+
+def _count_presence(session: MeetingSession) -> None:
+    session.participants_present = session.presences.filter(left_at__isnull=True).count()
+    session.peak_participants = max(session.peak_participants, session.participants_present)
+
+
+def _last_noted_state(session: MeetingSession) -> str | None:
+    return (
+        session.events.filter(kind=EventKind.STREAM)
+        .order_by("-seq")
+        .values_list("status", flat=True)
+        .first()
+    )
+
+
+def _link_note(state: LinkState) -> _Change:
+    text = {
+        LinkStateName.LIVE: "upstream stream live",
+        LinkStateName.RETRYING: "upstream stream lost",
+        LinkStateName.ENDED: "upstream stream ended",
+        LinkStateName.FAILED: "upstream stream failed",
+    }.get(state.state, state.state.value)
+    if state.reason:
+        text += f": {state.reason}"
+    if state.retry_in is not None:
+        text += f" (retrying in {state.retry_in:.1f} s)"
+    return _Change(
+        EventKind.STREAM,
+        status=state.state.value,
+        error_code=state.error_code or "",
+        note=text,
+    )
+
+
+# --- broadcasting --------------------------------------------------------------------------
+
+
+def _event_message(recorded: RecordedEvent) -> dict[str, Any]:
+    return {
+        "type": "session.event",
+        "session_id": recorded.session_id,
+        "seq": recorded.seq,
+        "event": recorded.event,
+    }
+
+
+def _summary_message(summary: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "sessions.summary", **summary}
+
+
+async def abroadcast(
+    recorded: RecordedEvent | None, *, summary: dict[str, Any] | None = None
+) -> bool:
+    """Send a stored event to `session.<id>` and the summary to `sessions`. Never raises."""
+    layer = get_channel_layer()
+    summary = summary if summary is not None else (recorded.summary if recorded else None)
+    try:
+        assert layer is not None, "no channel layer configured"
+        if recorded is not None:
+            await layer.group_send(session_group(recorded.session_id), _event_message(recorded))
+        if summary is not None:
+            await layer.group_send(SESSIONS_GROUP, _summary_message(summary))
+    except Exception:
+        metrics.inc("broadcast_failures")
+        logger.exception("broadcast failed (the event is stored and will be served from history)")
+        return False
+    metrics.inc("broadcasts")
+    return True
+
+
+def broadcast_sync(
+    recorded: RecordedEvent | None, *, summary: dict[str, Any] | None = None
+) -> bool:
+    return bool(async_to_sync(abroadcast)(recorded, summary=summary))
+
+
+# --- watching ------------------------------------------------------------------------------
+
+
+def mark_watched(session_id: str, watched: bool = True) -> bool:
+    """Set the session's watched flag; True when it changed. A fresh watch retries a
+    permanently failed link (an operator asked again)."""
+    validate_session_id(session_id)
+    session, created = MeetingSession.objects.get_or_create(session_id=session_id)
+    retry_failed = watched and session.stream_state == StreamState.FAILED
+    if session.watched == watched and not created and not retry_failed:
+        return False
+    updates: dict[str, Any] = {"watched": watched}
+    if retry_failed or not watched:
+        updates["stream_state"] = StreamState.IDLE
+    MeetingSession.objects.filter(pk=session_id).update(**updates)
+    return True
+
+
+def request_watch(session_id: str) -> None:
+    """Mark the session watched and tell the relay (also picked up by its periodic rescan)."""
+    mark_watched(session_id, True)
+    _notify_relay_sync({"type": "session.watch", "session_id": session_id})
+
+
+def request_unwatch(session_id: str) -> None:
+    mark_watched(session_id, False)
+    _notify_relay_sync({"type": "session.unwatch", "session_id": session_id})
+
+
+async def arequest_watch(session_id: str) -> None:
+    await database_sync_to_async(mark_watched)(session_id, True)
+    await _notify_relay({"type": "session.watch", "session_id": session_id})
+
+
+async def _notify_relay(message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    try:
+        assert layer is not None
+        await layer.send(RELAY_CHANNEL, message)
+    except Exception as exc:
+        # The relay's rescan of watched sessions picks it up anyway.
+        logger.warning("could not notify the relay (%s); it will see the flag on rescan", exc)
+
+
+def _notify_relay_sync(message: dict[str, Any]) -> None:
+    async_to_sync(_notify_relay)(message)
+
+
+def upsert_session_metadata(
+    session_id: str,
+    *,
+    bot_name: str = "",
+    meeting_link: str = "",
+    platform: str = "",
+    created_at: datetime | None = None,
+    raw: dict[str, Any] | None = None,
+) -> MeetingSession:
+    """Store what the upstream's REST API says about a session (never its status: events do)."""
+    validate_session_id(session_id)
+    with transaction.atomic():
+        session = _lock_session(session_id)
+        session.bot_name = bot_name or session.bot_name
+        session.meeting_link = meeting_link or session.meeting_link
+        session.platform = platform or session.platform
+        if created_at is not None:
+            session.started_at = created_at
+        if raw is not None:
+            session.raw = raw
+        session.save(update_fields=["bot_name", "meeting_link", "platform", "started_at", "raw"])
+    return session

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from sessions_monitor.hub import Hub, HubMessage, get_hub
+from sessions_monitor.services import SESSIONS_GROUP, session_group
+
+
+def new_session_id() -> str:
+    return f"mbsess_hub{uuid.uuid4().hex[:12]}"
+
+
+def event_message(session_id: str, seq: int) -> dict[str, Any]:
+    return {
+        "type": "session.event",
+        "session_id": session_id,
+        "seq": seq,
+        "event": {"seq": seq, "kind": "status", "status": f"s{seq}"},
+    }
+
+
+async def group_members(layer: Any, group: str) -> set[str]:
+    if hasattr(layer, "groups"):  # InMemoryChannelLayer
+        return set(layer.groups.get(group, {}))
+    connection = layer.connection(layer.consistent_hash(group))
+    members = await connection.zrange(layer._group_key(group), 0, -1)
+    return {m.decode() for m in members}
+
+
+async def test_it_delivers_every_event_to_1000_local_subscribers(fresh_channel_layer) -> None:
+    hub = Hub(fresh_channel_layer)
+    session_id = new_session_id()
+    subscriptions = [await hub.subscribe(session_id) for _ in range(1000)]
+    assert len(await group_members(fresh_channel_layer, session_group(session_id))) == 1
+
+    for seq in range(1, 21):
+        await fresh_channel_layer.group_send(
+            session_group(session_id), event_message(session_id, seq)
+        )
+
+    async def read_all(subscription) -> list[int]:
+        return [(await subscription.get()).seq for _ in range(20)]
+
+    received = await asyncio.wait_for(
+        asyncio.gather(*(read_all(sub) for sub in subscriptions)), timeout=20
+    )
+    assert all(seqs == list(range(1, 21)) for seqs in received)
+    for subscription in subscriptions:
+        subscription.close()
+    await hub.wait_released()
+
+
+async def test_it_resyncs_a_stalled_subscriber_without_delaying_the_others(
+    fresh_channel_layer,
+) -> None:
+    hub = Hub(fresh_channel_layer)
+    session_id = new_session_id()
+    stalled = await hub.subscribe(session_id, maxsize=5)
+    reader = await hub.subscribe(session_id, maxsize=5)
+    received: list[int] = []
+
+    async def read() -> None:
+        async for message in reader:
+            received.append(message.seq)
+            if message.seq == 30:
+                return
+
+    reading = asyncio.create_task(read())
+    for seq in range(1, 31):
+        await fresh_channel_layer.group_send(
+            session_group(session_id), event_message(session_id, seq)
+        )
+        await asyncio.sleep(0)  # a live reader keeps up; the stalled one never reads
+    await asyncio.wait_for(reading, timeout=5)
+
+    assert received == list(range(1, 31))
+    assert reader.resyncs == 0
+    first = await stalled.get()
+    assert first.kind == "resync"
+    assert stalled.qsize() == 0  # nothing piled up behind the resync marker
+    assert stalled.resyncs == 1
+
+    # After reading the resync it receives live events again.
+    await fresh_channel_layer.group_send(session_group(session_id), event_message(session_id, 31))
+    message = await asyncio.wait_for(stalled.get(), timeout=5)
+    assert message.seq == 31
+    stalled.close()
+    reader.close()
+
+
+async def test_it_releases_the_group_when_the_last_local_subscriber_leaves(
+    fresh_channel_layer,
+) -> None:
+    hub = Hub(fresh_channel_layer)
+    session_id = new_session_id()
+    group = session_group(session_id)
+    first = await hub.subscribe(session_id)
+    second = await hub.subscribe(session_id)
+    channel = hub.group_channel(session_id)
+    assert await group_members(fresh_channel_layer, group) == {channel}
+
+    first.close()
+    first.close()  # idempotent
+    await hub.wait_released()
+    assert await group_members(fresh_channel_layer, group) == {channel}
+
+    second.close()
+    await hub.wait_released()
+    assert await group_members(fresh_channel_layer, group) == set()
+    assert hub.stats() == {"feeds": 0, "subscribers": 0}
+
+
+async def test_it_ends_iteration_when_closed(fresh_channel_layer) -> None:
+    hub = Hub(fresh_channel_layer)
+    subscription = await hub.subscribe(new_session_id())
+
+    async def drain() -> list[HubMessage]:
+        return [message async for message in subscription]
+
+    task = asyncio.create_task(drain())
+    await asyncio.sleep(0.01)
+    subscription.close()
+    assert await asyncio.wait_for(task, timeout=2) == []
+
+
+async def test_it_renders_each_message_once_for_all_subscribers(fresh_channel_layer) -> None:
+    hub = Hub(fresh_channel_layer)
+    session_id = new_session_id()
+    subscriptions = [await hub.subscribe(session_id) for _ in range(10)]
+    await fresh_channel_layer.group_send(session_group(session_id), event_message(session_id, 1))
+    calls = 0
+
+    def render(message: HubMessage) -> bytes:
+        nonlocal calls
+        calls += 1
+        return f"id: {message.seq}".encode()
+
+    outputs = [(await sub.get()).render("sse", render) for sub in subscriptions]
+    assert calls == 1
+    assert outputs == [b"id: 1"] * 10
+    assert len({id(output) for output in outputs}) == 1
+    for subscription in subscriptions:
+        subscription.close()
+
+
+async def test_it_carries_session_summaries_on_the_sessions_feed(fresh_channel_layer) -> None:
+    hub = Hub(fresh_channel_layer)
+    subscription = await hub.subscribe(None)
+    await fresh_channel_layer.group_send(
+        SESSIONS_GROUP, {"type": "sessions.summary", "session_id": "mbsess_x", "status": "active"}
+    )
+    message = await asyncio.wait_for(subscription.get(), timeout=5)
+    assert message.kind == "summary"
+    assert message.session_id == "mbsess_x"
+    assert message.data["status"] == "active"
+    subscription.close()
+
+
+async def test_get_hub_returns_one_hub_per_event_loop() -> None:
+    assert get_hub() is get_hub()
+
+
+@pytest.mark.redis
+async def test_it_fans_out_over_redis_with_one_membership(redis_url, settings) -> None:
+    from channels_redis.core import RedisChannelLayer
+
+    layer = RedisChannelLayer(
+        hosts=[{"address": redis_url, "max_connections": 500, "socket_timeout": 15}],
+        prefix=f"test-hub-{uuid.uuid4().hex[:6]}",
+    )
+    hub = Hub(layer)
+    session_id = new_session_id()
+    subscriptions = [await hub.subscribe(session_id) for _ in range(200)]
+    assert len(await group_members(layer, session_group(session_id))) == 1
+    for seq in (1, 2, 3):
+        await layer.group_send(session_group(session_id), event_message(session_id, seq))
+    for subscription in subscriptions:
+        assert [(await asyncio.wait_for(subscription.get(), 5)).seq for _ in range(3)] == [1, 2, 3]
+        subscription.close()
+    await hub.wait_released()
+    assert await group_members(layer, session_group(session_id)) == set()
+    await layer.flush()
