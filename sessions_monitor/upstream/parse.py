@@ -1,0 +1,197 @@
+"""Sans-IO: bytes → server-sent events → typed upstream events. No sockets, no clocks.
+
+`EventStreamDecoder` feeds httpx-sse's own `SSELineDecoder`/`SSEDecoder` and fixes, in front
+of and behind them, what they get wrong against the WHATWG spec (relay-performance.md §4):
+
+- a leading UTF-8 BOM is stripped (httpx-sse keeps it, so the first field is `\\ufeffevent`
+  and the first event is lost);
+- `retry:` is only honoured when its value is ASCII digits (httpx-sse's `int()` accepts
+  `-5` and `1_000`); the decoder never sees `retry` lines, so a retry-only block cannot
+  become an event either;
+- blocks with empty data are not dispatched (httpx-sse dispatches a phantom event with
+  `data == ""` after a comment once an `id:` was seen, and for id-only blocks);
+- the last event id follows the spec: it is updated on every blank line, also by blocks
+  that are not dispatched, and an empty `id:` resets it.
+
+The stream is decoded as UTF-8 whatever the `charset` says (the spec requires it), with
+invalid bytes replaced, so a bad byte costs one event at most, never the stream.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+from .events import (
+    ParticipantJoined,
+    ParticipantLeft,
+    StatusChanged,
+    StreamClosed,
+    Unparseable,
+    UpstreamEvent,
+)
+
+_BOM = "\ufeff"
+
+
+class EventStreamDecoder:
+    """Incremental `text/event-stream` decoder: `feed(bytes)` returns the complete events."""
+
+    def __init__(self, last_event_id: str | None = None) -> None:
+        self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._lines = SSELineDecoder()
+        self._sse = SSEDecoder()
+        self._at_start = True
+        self._pending_id: str | None = None
+        #: The spec's "last event ID string": send it as `Last-Event-ID` when non-empty.
+        self.last_event_id = last_event_id or ""
+        #: The last valid `retry:` value in milliseconds, if any.
+        self.retry_ms: int | None = None
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        text = self._text.decode(chunk)
+        if self._at_start:
+            if not text:  # e.g. only the first bytes of a BOM so far
+                return []
+            self._at_start = False
+            if text.startswith(_BOM):
+                text = text[1:]
+                if not text:
+                    return []
+        return self._decode_lines(self._lines.decode(text)) if text else []
+
+    def _decode_lines(self, lines: list[str]) -> list[ServerSentEvent]:
+        events: list[ServerSentEvent] = []
+        for line in lines:
+            if not line:
+                if self._pending_id is not None:
+                    self.last_event_id = self._pending_id
+                    self._pending_id = None
+            elif line[0] == "r" and self._take_retry(line):
+                continue
+            elif line[0] == "i":
+                self._note_id(line)
+            sse = self._sse.decode(line)
+            if sse is not None and sse.data:
+                events.append(sse)
+        return events
+
+    def _take_retry(self, line: str) -> bool:
+        """Consume a `retry` field line (valid or not); False if the line is another field."""
+        name, _, value = line.partition(":")
+        if name != "retry":
+            return False
+        if value.startswith(" "):
+            value = value[1:]
+        if value.isascii() and value.isdigit():
+            self.retry_ms = int(value)
+        return True
+
+    def _note_id(self, line: str) -> None:
+        name, _, value = line.partition(":")
+        if name != "id":
+            return
+        if value.startswith(" "):
+            value = value[1:]
+        if "\0" not in value:
+            self._pending_id = value
+
+
+def _optional_str(payload: dict[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    return value if isinstance(value, str) else None
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """ISO 8601 (with `Z` or an offset) as an aware datetime; naive = UTC; junk = None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _parse_close(data: str, event_id: str | None) -> StreamClosed:
+    """`close` always ends the stream; a reason we cannot read does not change that."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        payload = None
+    reason = payload.get("reason") if isinstance(payload, dict) else None
+    return StreamClosed(
+        reason=reason if isinstance(reason, str) else "", raw=data, event_id=event_id
+    )
+
+
+def parse_status_payload(payload: object, raw: str, event_id: str | None) -> UpstreamEvent:
+    """Both Part A shapes of a `status` event: a status change, or a join/leave."""
+    name = "status"
+    if not isinstance(payload, dict):
+        return Unparseable(name, raw, "not_an_object", event_id)
+    session_id = payload.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        return Unparseable(name, raw, "missing_field:session_id", event_id)
+    timestamp = parse_timestamp(payload.get("timestamp"))
+    change = payload.get("event")
+    participant = payload.get("participant_name")
+    if change is not None or participant is not None:
+        if not isinstance(participant, str) or not participant:
+            return Unparseable(name, raw, "missing_field:participant_name", event_id)
+        if change == "joined":
+            return ParticipantJoined(session_id, participant, timestamp, raw, event_id)
+        if change == "left":
+            return ParticipantLeft(session_id, participant, timestamp, raw, event_id)
+        return Unparseable(name, raw, "unknown_participant_event", event_id)
+    status = payload.get("status")
+    if not isinstance(status, str) or not status:
+        return Unparseable(name, raw, "missing_field:status", event_id)
+    return StatusChanged(
+        session_id=session_id,
+        status=status,
+        previous_status=_optional_str(payload, "previous_status"),
+        timestamp=timestamp,
+        error_code=_optional_str(payload, "error_code"),
+        error_message=_optional_str(payload, "error_message"),
+        raw=raw,
+        event_id=event_id,
+    )
+
+
+def parse_event(sse: ServerSentEvent) -> UpstreamEvent:
+    """One server-sent event → one typed event. Never raises: bad input is `Unparseable`."""
+    event_id = sse.id or None
+    if sse.event == "close":
+        return _parse_close(sse.data, event_id)
+    if sse.event != "status":
+        return Unparseable(sse.event, sse.data, "unknown_event", event_id)
+    try:
+        payload = json.loads(sse.data)
+    except ValueError:
+        return Unparseable(sse.event, sse.data, "invalid_json", event_id)
+    return parse_status_payload(payload, sse.data, event_id)
+
+
+def event_type(event: UpstreamEvent) -> str:
+    """A stable metric label for an event."""
+    if isinstance(event, StatusChanged):
+        return "status"
+    if isinstance(event, ParticipantJoined):
+        return "participant_joined"
+    if isinstance(event, ParticipantLeft):
+        return "participant_left"
+    if isinstance(event, StreamClosed):
+        return "close"
+    return "unparseable"
+
+
+def event_session_id(event: UpstreamEvent) -> str | None:
+    if isinstance(event, StatusChanged | ParticipantJoined | ParticipantLeft):
+        return event.session_id
+    return None
