@@ -47,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 SESSIONS_GROUP = "sessions"
 RELAY_CHANNEL = "session-relay"
-SESSION_ID_RE = re.compile(r"^mbsess_[A-Za-z0-9_-]{1,100}$")
+# The same rule as the upstream client (upstream/ids.py): prefix + 1..64 of [A-Za-z0-9_-].
+SESSION_ID_RE = re.compile(r"mbsess_[A-Za-z0-9_-]{1,64}")
 
 
 class InvalidSessionId(ValueError):
@@ -59,7 +60,7 @@ def session_group(session_id: str) -> str:
 
 
 def validate_session_id(session_id: str) -> str:
-    if not SESSION_ID_RE.match(session_id):
+    if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
         raise InvalidSessionId(session_id)
     return session_id
 
