@@ -1,15 +1,19 @@
 """Sans-IO: bytes → server-sent events → typed upstream events. No sockets, no clocks.
 
-`EventStreamDecoder` feeds httpx-sse's own `SSELineDecoder`/`SSEDecoder` and fixes, in front
-of and behind them, what they get wrong against the WHATWG spec (relay-performance.md §4):
+`EventStreamDecoder` feeds httpx-sse's own `SSEDecoder` (the field rules) and fixes, in front
+of and behind it, what httpx-sse gets wrong against the WHATWG spec (relay-performance.md §4):
 
 - a leading UTF-8 BOM is stripped (httpx-sse keeps it, so the first field is `\\ufeffevent`
   and the first event is lost);
 - `retry:` is only honoured when its value is ASCII digits (httpx-sse's `int()` accepts
   `-5` and `1_000`); the decoder never sees `retry` lines, so a retry-only block cannot
   become an event either;
-- blocks with empty data are not dispatched (httpx-sse dispatches a phantom event with
-  `data == ""` after a comment once an `id:` was seen, and for id-only blocks);
+- a block without any `data` line is not dispatched, as the spec says (httpx-sse dispatches
+  a phantom event with `data == ""` after a comment once an `id:` was seen, for id-only
+  blocks and for `event:`-only blocks); a block with an empty `data:` line still is;
+- a line ended by CR is complete at once (httpx-sse's line decoder holds a trailing CR back
+  until the next chunk, in case an LF follows: on a CR-only stream every event would wait
+  for the next keepalive, up to 15 s); an LF starting the next chunk is then skipped;
 - the last event id follows the spec: it is updated on every blank line, also by blocks
   that are not dispatched, and an empty `id:` resets it.
 
@@ -25,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from httpx_sse import ServerSentEvent
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+from httpx_sse._decoders import SSEDecoder
 
 from .events import (
     ParticipantJoined,
@@ -39,15 +43,39 @@ from .events import (
 _BOM = "\ufeff"
 
 
+class LineSplitter:
+    """Incremental split on LF, CRLF and CR; an unterminated tail waits for more text."""
+
+    def __init__(self) -> None:
+        self._tail = ""
+        self._skip_lf = False
+
+    def split(self, text: str) -> list[str]:
+        if self._skip_lf and text:
+            self._skip_lf = False
+            if text[0] == "\n":
+                text = text[1:]
+        if not text:
+            return []
+        if "\r" in text:
+            self._skip_lf = text[-1] == "\r"
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        lines[0] = self._tail + lines[0]
+        self._tail = lines.pop()
+        return lines
+
+
 class EventStreamDecoder:
     """Incremental `text/event-stream` decoder: `feed(bytes)` returns the complete events."""
 
     def __init__(self, last_event_id: str | None = None) -> None:
         self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._lines = SSELineDecoder()
+        self._lines = LineSplitter()
         self._sse = SSEDecoder()
         self._at_start = True
         self._pending_id: str | None = None
+        self._has_data = False
         #: The spec's "last event ID string": send it as `Last-Event-ID` when non-empty.
         self.last_event_id = last_event_id or ""
         #: The last valid `retry:` value in milliseconds, if any.
@@ -63,7 +91,7 @@ class EventStreamDecoder:
                 text = text[1:]
                 if not text:
                     return []
-        return self._decode_lines(self._lines.decode(text)) if text else []
+        return self._decode_lines(self._lines.split(text)) if text else []
 
     def _decode_lines(self, lines: list[str]) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []
@@ -72,13 +100,21 @@ class EventStreamDecoder:
                 if self._pending_id is not None:
                     self.last_event_id = self._pending_id
                     self._pending_id = None
-            elif line[0] == "r" and self._take_retry(line):
+                sse = self._sse.decode(line)
+                if sse is not None and self._has_data:
+                    events.append(sse)
+                self._has_data = False
                 continue
-            elif line[0] == "i":
+            first = line[0]
+            if first == "d":
+                self._has_data = (
+                    self._has_data or line.startswith("data") and (len(line) == 4 or line[4] == ":")
+                )
+            elif first == "r" and self._take_retry(line):
+                continue
+            elif first == "i":
                 self._note_id(line)
-            sse = self._sse.decode(line)
-            if sse is not None and sse.data:
-                events.append(sse)
+            self._sse.decode(line)
         return events
 
     def _take_retry(self, line: str) -> bool:
