@@ -2,12 +2,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import CHROMIUM_ARGS, CHROMIUM_PATH, service_missing
+from sessions_monitor.simulator.control import SimulatorControl
+from tests.support import (
+    CHROMIUM_ARGS,
+    CHROMIUM_PATH,
+    ServerProcess,
+    free_port,
+    run_server,
+    service_missing,
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +57,52 @@ def fresh_channel_layer() -> Iterator[Any]:
     channel_layers.backends.clear()
     yield get_channel_layer()
     channel_layers.backends.clear()
+
+
+# --- upstream simulator (SIM) -----------------------------------------------------------
+
+
+@dataclass
+class SimulatorServer:
+    """A `simulate_upstream` subprocess on a real socket, and its control client."""
+
+    base_url: str
+    control: SimulatorControl
+    token: str | None
+    process: ServerProcess
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def stream_url(self, session_id: str) -> str:
+        return f"{self.base_url}/v1/meeting-buddy/sessions/{session_id}/stream"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def log(self) -> str:
+        return self.process.log()
+
+
+def _simulator_server(*extra: str, token: str | None = None) -> Iterator[SimulatorServer]:
+    port = free_port()
+    args = ["manage.py", "simulate_upstream", "--port", str(port), "--keepalive", "1"]
+    args += ["--sessions", "0", "--seed", "1", "--no-arrivals", "--control", *extra]
+    if token:
+        args += ["--token", token]
+    with run_server(args, port=port, ready_path="/_control/stats") as process:
+        with SimulatorControl(process.base_url) as control:
+            yield SimulatorServer(process.base_url, control, token, process)
+
+
+@pytest.fixture
+def simulator_server() -> Iterator[SimulatorServer]:
+    """The upstream simulator: no token, keepalive 1 s, no sessions until you create them."""
+    yield from _simulator_server()
+
+
+@pytest.fixture
+def simulator_server_with_token() -> Iterator[SimulatorServer]:
+    """Like `simulator_server`, but every upstream route needs `Bearer test-token`."""
+    yield from _simulator_server(token="test-token")
