@@ -91,9 +91,11 @@ def _simulator_server(*extra: str, token: str | None = None) -> Iterator[Simulat
     args += ["--sessions", "0", "--seed", "1", "--no-arrivals", "--control", *extra]
     if token:
         args += ["--token", token]
-    with run_server(args, port=port, ready_path="/_control/stats") as process:
-        with SimulatorControl(process.base_url) as control:
-            yield SimulatorServer(process.base_url, control, token, process)
+    with (
+        run_server(args, port=port, ready_path="/_control/stats") as process,
+        SimulatorControl(process.base_url) as control,
+    ):
+        yield SimulatorServer(process.base_url, control, token, process)
 
 
 @pytest.fixture
