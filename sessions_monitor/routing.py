@@ -4,5 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import path
+
+from sessions_monitor.consumers import SessionDetailConsumer, SessionListConsumer
+
 http_urlpatterns: list[Any] = []
-websocket_urlpatterns: list[Any] = []
+websocket_urlpatterns: list[Any] = [
+    path("ws/sessions/", SessionListConsumer.as_asgi()),
+    path("ws/sessions/<str:session_id>/", SessionDetailConsumer.as_asgi()),
+]

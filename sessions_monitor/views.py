@@ -1,10 +1,26 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from typing import Any
 
-from sessions_monitor import health
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
+
+from sessions_monitor import health, presentation, services
+from sessions_monitor.forms import WatchForm
+from sessions_monitor.upstream import MeetingBuddyClient, SessionNotFound, UpstreamError
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 @never_cache
@@ -18,6 +34,94 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": ok, **checks}, status=200 if ok else 503)
 
 
+def _list_context(request: HttpRequest, watch_form: WatchForm | None = None) -> dict[str, Any]:
+    filter_name = request.GET.get("filter", "live")
+    if filter_name not in presentation.FILTERS:
+        filter_name = "live"
+    query = request.GET.get("q", "").strip()[:200]
+    page = presentation.search_sessions(
+        filter_name=filter_name, query=query, page_number=request.GET.get("page")
+    )
+    return {
+        "page_obj": page,
+        "filter": filter_name,
+        "query": query,
+        "filters": list(presentation.FILTERS.items()),
+        "overall": presentation.read_overall_upstream(),
+        "watch_form": watch_form or WatchForm(),
+        "live_url": presentation.LIVE_LIST_URL,
+    }
+
+
+@login_required
 @require_GET
-def session_list(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("MeetingDash is running. The dashboard arrives with the relay.")
+@vary_on_headers("HX-Request")
+def session_list(request: HtmxHttpRequest) -> HttpResponse:
+    template = "sessions_monitor/session_list.html"
+    if request.htmx:
+        template += "#list-region"
+    return render(request, template, _list_context(request))
+
+
+@login_required
+@require_GET
+@vary_on_headers("HX-Request")
+def session_detail(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    detail = presentation.read_detail(session_id)
+    if detail is None:
+        raise Http404("No such session here. Watch it by id from the session list.")
+    template = "sessions_monitor/session_detail.html"
+    if request.htmx:
+        template += "#live-regions"
+    return render(request, template, presentation.detail_context(detail))
+
+
+def upstream_base_url(request: HttpRequest) -> str:
+    """Where Meeting Buddy is: the configured URL, or the simulator mounted in this process."""
+    if settings.MEETINGBUDDY_API_URL:
+        return str(settings.MEETINGBUDDY_API_URL)
+    return f"http://127.0.0.1:{request.get_port()}{settings.MEETINGDASH_SIMULATOR_PREFIX}"
+
+
+async def _check_upstream(base_url: str, session_id: str) -> str | None:
+    """None when the upstream knows the session, else a message for the form."""
+    try:
+        async with MeetingBuddyClient(base_url, settings.MEETINGBUDDY_API_TOKEN) as client:
+            upstream = await client.get_session(session_id)
+    except SessionNotFound:
+        return f"Meeting Buddy has no session “{session_id}”. Check the id and try again."
+    except UpstreamError as exc:
+        return f"Could not check this id with Meeting Buddy ({exc.message}). Try again shortly."
+    await sync_to_async(services.upsert_session_metadata)(
+        session_id,
+        bot_name=upstream.bot_name,
+        meeting_link=upstream.meeting_link,
+        platform=upstream.platform,
+        created_at=upstream.created_at,
+    )
+    return None
+
+
+@login_required
+@require_POST
+async def session_watch(request: HtmxHttpRequest) -> HttpResponse:
+    """Watch a session by id: malformed ids and ids unknown upstream get a clear error."""
+    form = WatchForm(request.POST)
+    if await sync_to_async(form.is_valid)():
+        session_id = form.cleaned_data["session_id"]
+        known = await presentation.MeetingSession.objects.filter(pk=session_id).aexists()
+        error = None if known else await _check_upstream(upstream_base_url(request), session_id)
+        if error is None:
+            await sync_to_async(services.request_watch)(session_id)
+            url = reverse("session-detail", args=[session_id])
+            return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+        form.add_error("session_id", error)
+    if request.htmx:
+        # 200 so htmx swaps the form with its errors in place.
+        return await sync_to_async(render)(
+            request, "sessions_monitor/session_list.html#watch-form", {"watch_form": form}
+        )
+    context = await sync_to_async(_list_context)(request, form)
+    return await sync_to_async(render)(
+        request, "sessions_monitor/session_list.html", context, status=400
+    )

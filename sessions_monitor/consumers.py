@@ -1,0 +1,393 @@
+"""The pages' live channel: thin WebSocket consumers attached to the per-process hub.
+
+Protocol (htmx 2 + ws extension on the page, see the page templates):
+
+- Only logged-in, active users; anyone else is refused at the handshake.
+- The consumer subscribes to the hub BEFORE it reads any history, then accepts.
+- On every (re)connect the page sends a hello from a `ws-send` form triggered by
+  `htmx:wsOpen`: the detail page `{"after": <last seq it holds>}`, the list page its
+  `filter`, `q` and `page`. Nothing is sent before the hello.
+- Detail: the answer to a hello is exactly the stored events after `after` (or, past
+  REPLAY_LIMIT, the regions re-rendered from history with a note), then live events with
+  seq > the last one sent. Events at or below it are dropped, a hole is filled from
+  history: no row twice, none skipped. A `resync` from the hub re-renders the regions.
+- List: the answer to a hello is the list re-rendered for the page's parameters, then row
+  moves/updates/removals per summary.
+- Each frame is a set of out-of-band fragments. Everything queued is drained into ONE frame
+  (coalescing), and every fragment that depends only on the event is rendered once per
+  process per message via `HubMessage.render` and shared by every viewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.template.loader import render_to_string
+from django.utils.html import escape
+
+from sessions_monitor import presentation
+from sessions_monitor.hub import HubMessage, Subscription, get_hub
+
+logger = logging.getLogger(__name__)
+
+DETAIL = "sessions_monitor/session_detail.html"
+LIST = "sessions_monitor/session_list.html"
+KEEPALIVE_SECONDS = 10.0
+KEEPALIVE = "<!-- keepalive -->"
+REPLAY_LIMIT = 1000
+MAX_BATCH = 2000
+PER_PAGE = 25
+
+
+def render_once_async(
+    message: HubMessage, key: str, factory: Callable[[], Awaitable[str]]
+) -> Awaitable[str]:
+    """Like `HubMessage.render`, for renderings that need a read first.
+
+    The first caller starts one task and caches it on the message; concurrent and later
+    callers await that same task, so the read and the render happen once per process.
+    """
+    cached = message.render(key, lambda _message: cast(str, asyncio.ensure_future(factory())))
+    return asyncio.shield(cast("asyncio.Future[str]", cached))
+
+
+def _allowed(scope: dict[str, Any]) -> bool:
+    user = scope.get("user")
+    return bool(user is not None and user.is_authenticated and user.is_active)
+
+
+async def next_batch(subscription: Subscription, quiet_seconds: float) -> list[HubMessage] | None:
+    """Wait for one message, then drain what else is queued. None after `quiet_seconds` of quiet."""
+    try:
+        first = await asyncio.wait_for(subscription.get(), quiet_seconds)
+    except TimeoutError:
+        return None
+    batch = [first]
+    while len(batch) < MAX_BATCH:
+        message = subscription.get_nowait()
+        if message is None:
+            break
+        batch.append(message)
+    return batch
+
+
+def parse_after(text: str | None) -> int | None:
+    """The `after` of a detail hello; None when it is missing or not a non-negative int."""
+    try:
+        value = json.loads(text or "").get("after")
+        after = int(value)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return after if after >= 0 else None
+
+
+class _LiveConsumer(AsyncWebsocketConsumer):
+    """Shared plumbing: auth, subscriptions, one pump task, keepalives."""
+
+    subscriptions: list[Subscription]
+    pump: asyncio.Task[None] | None
+
+    async def connect(self) -> None:
+        self.subscriptions = []
+        self.pump = None
+        if not _allowed(self.scope):
+            await self.close()
+            return
+        await self.subscribe()
+        await self.accept()
+
+    async def subscribe(self) -> None:
+        raise NotImplementedError
+
+    async def disconnect(self, code: int) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        for subscription in self.subscriptions:
+            subscription.close()
+
+    def start(self, coroutine: Awaitable[None]) -> None:
+        if self.pump is not None:
+            self.pump.cancel()
+        self.pump = asyncio.ensure_future(self._guard(coroutine))
+
+    async def _guard(self, coroutine: Awaitable[None]) -> None:
+        try:
+            await coroutine
+        except asyncio.CancelledError:
+            raise
+        except StopAsyncIteration:
+            pass
+        except Exception:
+            logger.exception("live channel failed; closing so the page reconnects and resumes")
+            await self.close(code=1011)
+
+
+class SessionDetailConsumer(_LiveConsumer):
+    async def subscribe(self) -> None:
+        self.session_id: str = self.scope["url_route"]["kwargs"]["session_id"]
+        hub = get_hub()
+        self.events = await hub.subscribe(self.session_id)
+        self.summaries = await hub.subscribe(None)
+        self.subscriptions = [self.events, self.summaries]
+        self.badges: asyncio.Task[None] = asyncio.ensure_future(self._guard(self._badges()))
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "badges"):
+            self.badges.cancel()
+        await super().disconnect(code)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        after = parse_after(text_data)
+        if after is None:
+            await self.close(code=4400)
+            return
+        self.start(self._events_pump(after))
+
+    async def _events_pump(self, after: int) -> None:
+        last = await self._replay(after)
+        while True:
+            batch = await next_batch(self.events, KEEPALIVE_SECONDS)
+            if batch is None:
+                await self.send(text_data=KEEPALIVE)
+                continue
+            if any(message.kind == "resync" for message in batch):
+                last = await self._reload()
+                continue
+            fresh = [m for m in batch if m.kind == "event" and m.seq is not None and m.seq > last]
+            if not fresh:
+                continue
+            seqs = [cast(int, m.seq) for m in fresh]
+            if seqs != list(range(last + 1, last + 1 + len(seqs))):
+                # Never expected (the hub delivers in order), but a hole is filled from history.
+                last = await self._replay(last)
+                continue
+            parts = [await self._row(message) for message in fresh]
+            parts.append(await self._regions(fresh[-1]))
+            await self.send(text_data="".join(parts))
+            last = seqs[-1]
+
+    async def _replay(self, after: int) -> int:
+        """Send exactly the stored events after `after`; return the last seq sent."""
+        history = await database_sync_to_async(presentation.read_events)(
+            self.session_id, after, REPLAY_LIMIT + 1
+        )
+        if len(history) > REPLAY_LIMIT:
+            return await self._reload()
+        detail = await database_sync_to_async(presentation.read_detail)(self.session_id)
+        if detail is None:
+            return after
+        if not history:
+            if after > detail.session.last_seq and after > detail.last_seq:
+                return await self._reload()  # the page claims more than we hold: start over
+            return after
+        last = history[-1].seq
+        context = presentation.detail_context(detail)
+        context["after"] = last
+        html = render_to_string(f"{DETAIL}#live-rows", {"events": history}) + render_to_string(
+            f"{DETAIL}#live-regions", context
+        )
+        await self.send(text_data=html)
+        return last
+
+    async def _reload(self) -> int:
+        """Re-render every region from stored history, say so, and resume after it."""
+        detail = await database_sync_to_async(presentation.read_detail)(self.session_id)
+        if detail is None:
+            return 0
+        context = presentation.detail_context(detail, resynced=True)
+        await self.send(text_data=render_to_string(f"{DETAIL}#live-reload", context))
+        return detail.last_seq
+
+    def _row(self, message: HubMessage) -> Awaitable[str]:
+        if "raw" in message.data:
+            event = presentation.timeline_event(message.data)
+            return _done(message.render("dash.detail.row", lambda _m: render_row(event)))
+
+        async def read_and_render() -> str:
+            events = await database_sync_to_async(presentation.read_events)(
+                self.session_id, cast(int, message.seq) - 1, 1
+            )
+            event = events[0] if events else presentation.timeline_event(message.data)
+            return render_row(event)
+
+        return render_once_async(message, "dash.detail.row", read_and_render)
+
+    def _regions(self, message: HubMessage) -> Awaitable[str]:
+        session_id = self.session_id
+
+        async def read_and_render() -> str:
+            detail = await database_sync_to_async(presentation.read_detail)(session_id)
+            if detail is None:
+                return ""
+            context = presentation.detail_context(detail)
+            context["after"] = message.seq  # what the rows sent with it end at
+            return render_to_string(f"{DETAIL}#live-regions", context)
+
+        return render_once_async(message, "dash.detail.regions", read_and_render)
+
+    async def _badges(self) -> None:
+        """The upstream badge follows the session's summaries (stream state changes)."""
+        while True:
+            batch = await next_batch(self.summaries, 3600)
+            if not batch:
+                continue
+            if any(m.kind == "resync" for m in batch):
+                session = await database_sync_to_async(presentation.read_session)(self.session_id)
+                if session is not None:
+                    await self.send(text_data=render_badge(session.upstream))
+                continue
+            mine = [m for m in batch if m.session_id == self.session_id]
+            if mine:
+                latest = mine[-1]
+                await self.send(text_data=str(latest.render("dash.badge", summary_badge)))
+
+
+class SessionListConsumer(_LiveConsumer):
+    async def subscribe(self) -> None:
+        self.summaries = await get_hub().subscribe(None)
+        self.subscriptions = [self.summaries]
+        self.filter = "live"
+        self.query = ""
+        self.page = 1
+        self.on_screen: list[str] = []
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            hello = json.loads(text_data or "")
+            self.filter = str(hello.get("filter", "live"))
+            self.query = str(hello.get("q", ""))[:200].strip()
+            self.page = max(1, int(hello.get("page", 1)))
+        except (ValueError, TypeError, AttributeError):
+            await self.close(code=4400)
+            return
+        if self.filter not in presentation.FILTERS:
+            self.filter = "live"
+        self.start(self._pump())
+
+    async def _pump(self) -> None:
+        await self._send_list()
+        while True:
+            batch = await next_batch(self.summaries, KEEPALIVE_SECONDS)
+            if batch is None:
+                await self.send(text_data=KEEPALIVE)
+                continue
+            if any(message.kind == "resync" for message in batch):
+                await self._send_list()
+                continue
+            latest: dict[str, HubMessage] = {}
+            for message in batch:
+                if message.kind == "summary" and message.session_id:
+                    latest.pop(message.session_id, None)
+                    latest[message.session_id] = message
+            parts: list[str] = []
+            for message in latest.values():
+                parts.extend(self._row_changes(message))
+            if latest:
+                parts.append(await _overall_badge(batch[-1]))
+            if parts:
+                await self.send(text_data="".join(parts))
+
+    async def _send_list(self) -> None:
+        """The list for this page's parameters, fresh from the database (after a (re)connect)."""
+
+        def read() -> dict[str, Any]:
+            page = presentation.search_sessions(
+                filter_name=self.filter, query=self.query, page_number=self.page, per_page=PER_PAGE
+            )
+            rows = [presentation.session_view(row) for row in page.object_list]
+            return {
+                "page_obj": page,
+                "rows": rows,
+                "overall": presentation.read_overall_upstream(),
+            }
+
+        data = await database_sync_to_async(read)()
+        self.on_screen = [row.session_id for row in data["rows"]]
+        context = {
+            "page_obj": data["page_obj"],
+            "filter": self.filter,
+            "query": self.query,
+            "oob": True,
+        }
+        html = render_to_string(f"{LIST}#list-region", context) + render_badge(data["overall"])
+        await self.send(text_data=html)
+
+    def _row_changes(self, message: HubMessage) -> list[str]:
+        session_id = cast(str, message.session_id)
+        data = message.data
+        shown = session_id in self.on_screen
+        haystack = " ".join(
+            str(data.get(name) or "") for name in ("session_id", "bot_name", "meeting_link")
+        ).lower()
+        wanted = presentation.matches_filter(str(data.get("status") or ""), self.filter) and (
+            shown or not self.query or self.query.lower() in haystack
+        )
+        if wanted and self.page == 1:
+            # Most recent activity first: the row moves (or arrives) at the top.
+            parts = [delete_row(session_id)] if shown else []
+            if shown:
+                self.on_screen.remove(session_id)
+            parts.append(str(message.render("dash.row.top", row_at_top)))
+            self.on_screen.insert(0, session_id)
+            while len(self.on_screen) > PER_PAGE:
+                parts.append(delete_row(self.on_screen.pop()))
+            return parts
+        if wanted and shown:
+            return [str(message.render("dash.row.replace", row_in_place))]
+        if shown:
+            self.on_screen.remove(session_id)
+            return [delete_row(session_id)]
+        return []
+
+
+# --- renderings shared by every viewer ----------------------------------------------------
+
+
+async def _done(value: Any) -> str:
+    return str(value)
+
+
+def render_row(event: presentation.TimelineEvent) -> str:
+    announce = event.summary if event.kind in ("status", "joined", "left") else ""
+    return render_to_string(f"{DETAIL}#live-rows", {"events": [event], "announce": announce})
+
+
+def render_badge(freshness: presentation.Freshness) -> str:
+    return render_to_string(
+        "sessions_monitor/components.html#upstream-badge", {"freshness": freshness, "oob": True}
+    )
+
+
+def summary_badge(message: HubMessage) -> str:
+    return render_badge(presentation.session_view(message.data).upstream)
+
+
+def _row_html(message: HubMessage, oob: bool) -> str:
+    row = presentation.session_view(message.data)
+    return render_to_string(f"{LIST}#session-row", {"row": row, "oob": oob})
+
+
+def row_in_place(message: HubMessage) -> str:
+    return _row_html(message, oob=True)
+
+
+def row_at_top(message: HubMessage) -> str:
+    return f'<div hx-swap-oob="afterbegin:#session-rows">{_row_html(message, oob=False)}</div>'
+
+
+def delete_row(session_id: str) -> str:
+    return f'<article id="session-{escape(session_id)}" hx-swap-oob="delete"></article>'
+
+
+def _overall_badge(message: HubMessage) -> Awaitable[str]:
+    async def read_and_render() -> str:
+        overall = await database_sync_to_async(presentation.read_overall_upstream)()
+        return render_badge(overall)
+
+    return render_once_async(message, "dash.overall", read_and_render)

@@ -1,0 +1,756 @@
+"""How the dashboard shows things: labels, tones, durations, freshness, SVG geometry.
+
+Plain functions over plain values, so templates only format and every rule here has a unit
+test (`tests/test_presentation.py`). The few reads at the bottom return plain data for the
+pages and the live consumers (safe via `database_sync_to_async`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from sessions_monitor.models import (
+    TERMINAL_STATUSES,
+    EventKind,
+    MeetingSession,
+    Presence,
+    SessionEvent,
+)
+
+# --- statuses -----------------------------------------------------------------------------
+
+# status -> (label, tone). Tones map to CSS classes `tone-<tone>`; the label is always shown,
+# so colour never carries the meaning alone.
+_STATUSES: dict[str, tuple[str, str]] = {
+    "initializing": ("Initializing", "pending"),
+    "joining": ("Joining", "pending"),
+    "waiting": ("In waiting room", "pending"),
+    "active": ("In meeting", "live"),
+    "recording": ("Recording", "live"),
+    "leaving": ("Leaving", "pending"),
+    "completed": ("Completed", "done"),
+    "failed": ("Failed", "bad"),
+}
+
+FILTERS: dict[str, str] = {"live": "Live", "ended": "Ended", "failed": "Failed", "all": "All"}
+
+
+def status_label(status: str) -> str:
+    if not status:
+        return "Unknown"
+    known = _STATUSES.get(status)
+    return known[0] if known else status.replace("_", " ").capitalize()
+
+
+def status_tone(status: str) -> str:
+    known = _STATUSES.get(status)
+    return known[1] if known else "unknown"
+
+
+def status_category(status: str) -> str:
+    """Which list filter a status belongs to: `live`, `ended` or `failed`."""
+    if status == "failed":
+        return "failed"
+    if status in TERMINAL_STATUSES:
+        return "ended"
+    return "live"
+
+
+def matches_filter(status: str, filter_name: str) -> bool:
+    if filter_name == "all":
+        return True
+    if filter_name == "ended":
+        return status in TERMINAL_STATUSES
+    return status_category(status) == filter_name
+
+
+# --- platforms and links ------------------------------------------------------------------
+
+_PLATFORMS = {
+    "teams": "Microsoft Teams",
+    "msteams": "Microsoft Teams",
+    "zoom": "Zoom",
+    "google_meet": "Google Meet",
+    "meet": "Google Meet",
+    "webex": "Webex",
+}
+
+
+def platform_label(platform: str) -> str:
+    if not platform:
+        return "Unknown platform"
+    return _PLATFORMS.get(platform.lower(), platform.replace("_", " ").title())
+
+
+def link_host(url: str) -> str:
+    """The host of a meeting link, for a compact column; '' when there is none."""
+    try:
+        host = urlsplit(url.strip()).hostname
+    except ValueError:
+        return ""
+    return host or ""
+
+
+# --- time ---------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float | None) -> str:
+    """`45 s`, `3 min 05 s`, `1 h 02 min`, `2 d 3 h`; `—` when unknown."""
+    if seconds is None:
+        return "—"
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def format_age(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return "never"
+    seconds = (now - moment).total_seconds()
+    if seconds < 2:
+        return "just now"
+    return f"{format_duration(seconds)} ago"
+
+
+def clock(moment: datetime | None) -> str:
+    """HH:MM:SS in the site's time zone."""
+    if moment is None:
+        return "—"
+    return timezone.localtime(moment).strftime("%H:%M:%S")
+
+
+def session_duration(
+    started_at: datetime | None, ended_at: datetime | None, now: datetime
+) -> float | None:
+    if started_at is None:
+        return None
+    return ((ended_at or now) - started_at).total_seconds()
+
+
+def as_datetime(value: datetime | str | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return parse_datetime(value)
+
+
+# --- failures -----------------------------------------------------------------------------
+
+FAILURE_EXPLANATIONS: dict[str, str] = {
+    "MEETING_NOT_FOUND": "The meeting link does not lead to a meeting: it may have been "
+    "mistyped, deleted, or not started yet.",
+    "INVALID_MEETING_LINK": "The meeting link is not a valid link for a supported platform "
+    "(Microsoft Teams, Zoom, Google Meet, Webex).",
+    "UNSUPPORTED_PLATFORM": "The meeting runs on a platform Meeting Buddy cannot join.",
+    "MEETING_ENDED": "The meeting had already ended when the bot tried to join.",
+    "ADMISSION_DENIED": "Someone in the meeting declined to let the bot in.",
+    "ADMISSION_TIMEOUT": "The bot waited in the lobby and nobody admitted it in time.",
+    "WAITING_ROOM_TIMEOUT": "The bot waited in the lobby and nobody admitted it in time.",
+    "JOIN_TIMEOUT": "The bot could not get into the meeting in time (slow or blocked network, "
+    "or the platform did not respond).",
+    "AUTHENTICATION_REQUIRED": "The meeting only admits signed-in users of its organization, "
+    "so the bot could not join as a guest.",
+    "BOT_REMOVED": "A participant or the host removed the bot from the meeting.",
+    "REMOVED_BY_HOST": "The host removed the bot from the meeting.",
+    "RECORDING_NOT_ALLOWED": "The meeting's settings do not allow recording or transcription.",
+    "RECORDING_PERMISSION_DENIED": "The host did not grant permission to record.",
+    "AUDIO_RELAY_ERROR": "The bot lost its audio connection and could not restore it.",
+    "CAPACITY_EXCEEDED": "Meeting Buddy had no free bot capacity at the time.",
+    "RATE_LIMITED": "Too many sessions were started in a short time; try again later.",
+    "INTERNAL_ERROR": "Meeting Buddy had an internal error. Retrying usually helps; if it "
+    "keeps happening, report the session id to the provider.",
+}
+
+UNKNOWN_FAILURE = (
+    "Meeting Buddy did not explain this error code. The upstream message above is the best "
+    "information available."
+)
+
+
+def failure_explanation(code: str) -> str:
+    return (
+        FAILURE_EXPLANATIONS.get(code.strip().upper(), UNKNOWN_FAILURE)
+        if code
+        else ("The session failed without an error code.")
+    )
+
+
+# --- freshness ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """One freshness badge: the state, a short text, and whether the data it covers is stale."""
+
+    state: str
+    text: str
+    tone: str
+    stale: bool
+    stale_since: datetime | None = None
+    retry_at: datetime | None = None
+    detail: str = ""
+    retry_in: int | None = None
+
+
+def upstream_freshness(
+    stream_state: str,
+    *,
+    since: datetime | None,
+    retry_at: datetime | None,
+    error: str = "",
+    terminal: bool = False,
+    now: datetime,
+) -> Freshness:
+    """The upstream link badge of one session: live / retrying in N s / stale since / ended."""
+    if stream_state == "live":
+        return Freshness("live", "Upstream live", "live", False)
+    if stream_state == "ended" or (terminal and stream_state in ("", "idle", "ended")):
+        return Freshness("ended", "Upstream ended", "done", False)
+    if stream_state == "failed":
+        return Freshness("failed", "Upstream failed", "bad", True, stale_since=since, detail=error)
+    if stream_state == "retrying":
+        wait = None if retry_at is None else max(0, round((retry_at - now).total_seconds()))
+        text = "Upstream retrying" if wait is None else f"Upstream retrying in {wait} s"
+        return Freshness(
+            "retrying",
+            text,
+            "warn",
+            True,
+            stale_since=since,
+            retry_at=retry_at,
+            detail=error,
+            retry_in=wait,
+        )
+    if stream_state == "connecting":
+        return Freshness("connecting", "Upstream connecting", "warn", True, stale_since=since)
+    return Freshness("idle", "Not watched", "unknown", True, stale_since=since)
+
+
+_WORST_FIRST = ("failed", "retrying", "connecting", "idle", "live", "ended")
+
+
+def overall_upstream(states: Iterable[Freshness]) -> Freshness:
+    """The list page's single upstream badge: the worst link among the given ones."""
+    collected = list(states)
+    if not collected:
+        return Freshness("none", "Upstream idle: no live session watched", "unknown", False)
+    for state in _WORST_FIRST:
+        matching = [item for item in collected if item.state == state]
+        if not matching:
+            continue
+        if state in ("live", "ended"):
+            return Freshness("live", "Upstream live", "live", False)
+        worst = matching[0]
+        stale_since = min((m.stale_since for m in matching if m.stale_since), default=None)
+        count = len(matching)
+        text = worst.text if count == 1 else f"{count} upstream links {worst.state}"
+        return Freshness(state, text, worst.tone, True, stale_since, worst.retry_at)
+    return Freshness("live", "Upstream live", "live", False)  # pragma: no cover
+
+
+# --- SVG timeline -------------------------------------------------------------------------
+
+SVG_WIDTH = 1000
+SVG_LABEL_WIDTH = 160
+SVG_ROW = 26
+SVG_AXIS = 24
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    width: float
+    tone: str
+    label: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Lane:
+    y: float
+    label: str
+    bars: list[Bar]
+
+
+@dataclass(frozen=True)
+class Tick:
+    x: float
+    label: str
+
+
+@dataclass(frozen=True)
+class TimelineGeometry:
+    width: int
+    height: int
+    label_width: int
+    lanes: list[Lane]
+    ticks: list[Tick]
+    empty: bool = False
+
+    @property
+    def axis_y(self) -> int:
+        return self.height - SVG_AXIS
+
+
+@dataclass(frozen=True)
+class Phase:
+    status: str
+    start: datetime
+    end: datetime | None
+
+
+@dataclass(frozen=True)
+class Interval:
+    name: str
+    start: datetime
+    end: datetime | None
+
+
+def timeline_geometry(
+    phases: Sequence[Phase], intervals: Sequence[Interval], *, start: datetime, end: datetime
+) -> TimelineGeometry:
+    """Lane 0: status phases; then one lane per participant (in first-join order).
+
+    Open phases/intervals run to `end`. Every bar is at least 2 units wide so a blip shows.
+    """
+    span = max((end - start).total_seconds(), 1.0)
+    plot = SVG_WIDTH - SVG_LABEL_WIDTH
+
+    def x_of(moment: datetime) -> float:
+        offset = min(max((moment - start).total_seconds(), 0.0), span)
+        return round(SVG_LABEL_WIDTH + plot * offset / span, 2)
+
+    def bar(a: datetime, b: datetime | None, tone: str, label: str, title: str) -> Bar:
+        x0, x1 = x_of(a), x_of(b or end)
+        return Bar(x0, max(round(x1 - x0, 2), 2.0), tone, label, title)
+
+    lanes = [
+        Lane(
+            0,
+            "Status",
+            [
+                bar(
+                    p.start,
+                    p.end,
+                    status_tone(p.status),
+                    status_label(p.status),
+                    f"{status_label(p.status)} from {clock(p.start)}"
+                    + (f" to {clock(p.end)}" if p.end else ""),
+                )
+                for p in phases
+            ],
+        )
+    ]
+    by_name: dict[str, list[Interval]] = {}
+    for interval in intervals:
+        by_name.setdefault(interval.name, []).append(interval)
+    for index, (name, items) in enumerate(by_name.items(), start=1):
+        lanes.append(
+            Lane(
+                index * SVG_ROW,
+                name,
+                [
+                    bar(
+                        i.start,
+                        i.end,
+                        "present",
+                        name,
+                        f"{name}: {clock(i.start)} – {clock(i.end) if i.end else 'now'}",
+                    )
+                    for i in items
+                ],
+            )
+        )
+    ticks = [
+        Tick(
+            round(SVG_LABEL_WIDTH + plot * n / 4, 2), clock(start + timedelta(seconds=span * n / 4))
+        )
+        for n in range(5)
+    ]
+    height = len(lanes) * SVG_ROW + SVG_AXIS
+    return TimelineGeometry(
+        SVG_WIDTH, height, SVG_LABEL_WIDTH, lanes, ticks, empty=not phases and not intervals
+    )
+
+
+def status_phases(events: Sequence[TimelineEvent], ended_at: datetime | None) -> list[Phase]:
+    """Consecutive status phases from the status events (a repeated status extends its phase)."""
+    phases: list[Phase] = []
+    for event in events:
+        if event.kind != EventKind.STATUS or not event.status:
+            continue
+        if phases and phases[-1].status == event.status:
+            continue
+        if phases:
+            phases[-1] = Phase(phases[-1].status, phases[-1].start, event.at)
+        phases.append(Phase(event.status, event.at, None))
+    if phases and phases[-1].status in TERMINAL_STATUSES:
+        last = phases[-1]
+        phases[-1] = Phase(last.status, last.start, ended_at or last.start)
+    return phases
+
+
+# --- reads --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One stored event as the event log shows it."""
+
+    seq: int
+    kind: str
+    status: str
+    previous_status: str
+    participant_name: str
+    error_code: str
+    error_message: str
+    at: datetime
+    received_at: datetime
+    raw: str
+    note: str
+
+    @property
+    def status_label(self) -> str:
+        return status_label(self.status)
+
+    @property
+    def kind_label(self) -> str:
+        return EventKind(self.kind).label if self.kind in EventKind.values else self.kind
+
+    @property
+    def tone(self) -> str:
+        if self.kind == EventKind.STATUS:
+            return status_tone(self.status)
+        return {"joined": "live", "left": "pending", "anomaly": "bad"}.get(self.kind, "unknown")
+
+    @property
+    def raw_pretty(self) -> str:
+        """The raw payload, indented when it is JSON, as received when it is not."""
+        try:
+            return json.dumps(json.loads(self.raw), indent=2, ensure_ascii=False)
+        except (ValueError, TypeError):
+            return self.raw
+
+    @property
+    def summary(self) -> str:
+        if self.kind == EventKind.STATUS:
+            before = f"{status_label(self.previous_status)} → " if self.previous_status else ""
+            return f"{before}{status_label(self.status)}"
+        if self.kind == EventKind.JOINED:
+            return f"{self.participant_name} joined"
+        if self.kind == EventKind.LEFT:
+            return f"{self.participant_name} left"
+        if self.kind == EventKind.CLOSE:
+            return "Upstream closed the stream"
+        return self.note or self.kind_label
+
+
+def timeline_event(data: dict[str, Any]) -> TimelineEvent:
+    """From the plain event dict (hub message data or `SessionEvent` values)."""
+    received = as_datetime(data.get("received_at")) or timezone.now()
+    at = as_datetime(data.get("upstream_timestamp") or data.get("timestamp")) or received
+    return TimelineEvent(
+        seq=int(data["seq"]),
+        kind=str(data.get("kind", "")),
+        status=str(data.get("status") or ""),
+        previous_status=str(data.get("previous_status") or ""),
+        participant_name=str(data.get("participant_name") or ""),
+        error_code=str(data.get("error_code") or ""),
+        error_message=str(data.get("error_message") or ""),
+        at=at,
+        received_at=received,
+        raw=str(data.get("raw") or ""),
+        note=str(data.get("note") or ""),
+    )
+
+
+_EVENT_FIELDS = (
+    "seq",
+    "kind",
+    "status",
+    "previous_status",
+    "participant_name",
+    "error_code",
+    "error_message",
+    "upstream_timestamp",
+    "received_at",
+    "raw",
+    "note",
+)
+
+
+def read_events(
+    session_id: str, after_seq: int = 0, limit: int | None = None
+) -> list[TimelineEvent]:
+    rows = SessionEvent.objects.filter(session_id=session_id, seq__gt=after_seq).order_by("seq")
+    values = rows.values(*_EVENT_FIELDS)
+    return [timeline_event(row) for row in (values[:limit] if limit else values)]
+
+
+@dataclass(frozen=True)
+class PresenceRow:
+    """One presence interval; a rejoin is another row."""
+
+    name: str
+    joined_at: datetime
+    left_at: datetime | None
+    join_seq: int
+    stayed: str
+
+
+@dataclass
+class SessionView:
+    """Everything the session row, header, panels and badges show for one session."""
+
+    session_id: str
+    bot_name: str
+    platform: str
+    meeting_link: str
+    status: str
+    previous_status: str
+    status_since: datetime | None
+    error_code: str
+    error_message: str
+    failed_from_status: str
+    started_at: datetime | None
+    last_event_at: datetime | None
+    ended_at: datetime | None
+    stream_state: str
+    stream_state_since: datetime | None
+    stream_error: str
+    stream_retry_at: datetime | None
+    last_seq: int
+    participants_present: int
+    now: datetime
+
+    @property
+    def status_label(self) -> str:
+        return status_label(self.status)
+
+    @property
+    def tone(self) -> str:
+        return status_tone(self.status)
+
+    @property
+    def platform_label(self) -> str:
+        return platform_label(self.platform)
+
+    @property
+    def link_host(self) -> str:
+        return link_host(self.meeting_link)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def duration(self) -> str:
+        return format_duration(session_duration(self.started_at, self.ended_at, self.now))
+
+    @property
+    def last_event_age(self) -> str:
+        return format_age(self.last_event_at, self.now)
+
+    @property
+    def failed_from_label(self) -> str:
+        return status_label(self.failed_from_status) if self.failed_from_status else "—"
+
+    @property
+    def failure_explanation(self) -> str:
+        return failure_explanation(self.error_code)
+
+    @property
+    def upstream(self) -> Freshness:
+        return upstream_freshness(
+            self.stream_state,
+            since=self.stream_state_since,
+            retry_at=self.stream_retry_at,
+            error=self.stream_error,
+            terminal=self.is_terminal,
+            now=self.now,
+        )
+
+
+_SESSION_FIELDS = (
+    "session_id",
+    "bot_name",
+    "platform",
+    "meeting_link",
+    "status",
+    "previous_status",
+    "status_since",
+    "error_code",
+    "error_message",
+    "failed_from_status",
+    "started_at",
+    "last_event_at",
+    "ended_at",
+    "stream_state",
+    "stream_state_since",
+    "stream_error",
+    "stream_retry_at",
+    "last_seq",
+    "participants_present",
+)
+
+
+def session_view(data: dict[str, Any], now: datetime | None = None) -> SessionView:
+    """From `MeetingSession` values or a `sessions.summary` body (ISO strings accepted)."""
+    values: dict[str, Any] = {}
+    for name in _SESSION_FIELDS:
+        value = data.get(name)
+        if name.endswith(("_since", "_at")):
+            values[name] = as_datetime(value)
+        elif name in ("last_seq", "participants_present"):
+            values[name] = int(value or 0)
+        else:
+            values[name] = str(value or "")
+    return SessionView(**values, now=now or timezone.now())
+
+
+def search_sessions(
+    *, filter_name: str, query: str, page_number: str | int | None, per_page: int = 25
+) -> Page[SessionView]:
+    """The list page: filter, search, most recent activity first, paginated."""
+    sessions = MeetingSession.objects.all()
+    if filter_name == "live":
+        sessions = sessions.exclude(status__in=TERMINAL_STATUSES)
+    elif filter_name == "ended":
+        sessions = sessions.filter(status__in=TERMINAL_STATUSES)
+    elif filter_name == "failed":
+        sessions = sessions.filter(status="failed")
+    if query:
+        people = Presence.objects.filter(participant_name__icontains=query).values("session_id")
+        sessions = sessions.filter(
+            Q(session_id__icontains=query)
+            | Q(bot_name__icontains=query)
+            | Q(meeting_link__icontains=query)
+            | Q(session_id__in=people)
+        )
+    ordered = sessions.order_by("-last_event_at", "-first_seen_at", "session_id").values(
+        *_SESSION_FIELDS
+    )
+    page = Paginator(ordered, per_page).get_page(page_number)
+    now = timezone.now()
+    page.object_list = [session_view(row, now) for row in page.object_list]
+    return page
+
+
+@dataclass
+class SessionDetail:
+    session: SessionView
+    events: list[TimelineEvent]
+    presences: list[PresenceRow]
+    transitions: list[TimelineEvent] = field(default_factory=list)
+
+    @property
+    def present(self) -> list[PresenceRow]:
+        return [p for p in self.presences if p.left_at is None]
+
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1].seq if self.events else 0
+
+    def geometry(self) -> TimelineGeometry:
+        now = self.session.now
+        times = [e.at for e in self.events] + [p.joined_at for p in self.presences]
+        start = min([self.session.started_at or now, *times]) if times else now
+        end = self.session.ended_at or now
+        if self.session.is_terminal and self.events:
+            end = max(end, max(times))
+        phases = status_phases(self.events, self.session.ended_at)
+        intervals = [Interval(p.name, p.joined_at, p.left_at) for p in self.presences]
+        return timeline_geometry(phases, intervals, start=start, end=max(end, start))
+
+
+def read_session(session_id: str, now: datetime | None = None) -> SessionView | None:
+    row = MeetingSession.objects.filter(pk=session_id).values(*_SESSION_FIELDS).first()
+    return None if row is None else session_view(row, now)
+
+
+def read_detail(session_id: str, now: datetime | None = None) -> SessionDetail | None:
+    """One session with its events and presence.
+
+    Not one transaction (SQLite runs ours as BEGIN IMMEDIATE, which would block the relay):
+    the page's watermark is the last event actually read, so the rows and the watermark
+    always agree; the header may be a step ahead and converges on the next live message.
+    """
+    session = read_session(session_id, now)
+    if session is None:
+        return None
+    events = read_events(session_id)
+    presences = [
+        PresenceRow(
+            row["participant_name"],
+            row["joined_at"],
+            row["left_at"],
+            row["join_seq"],
+            format_duration(((row["left_at"] or session.now) - row["joined_at"]).total_seconds()),
+        )
+        for row in Presence.objects.filter(session_id=session_id)
+        .order_by("joined_at", "join_seq")
+        .values("participant_name", "joined_at", "left_at", "join_seq")
+    ]
+    transitions = [e for e in events if e.kind == EventKind.STATUS]
+    return SessionDetail(session, events, presences, transitions)
+
+
+def read_overall_upstream(now: datetime | None = None) -> Freshness:
+    """The list page's upstream badge over every watched session that has not ended."""
+    now = now or timezone.now()
+    rows = (
+        MeetingSession.objects.filter(watched=True)
+        .exclude(status__in=TERMINAL_STATUSES)
+        .values("stream_state", "stream_state_since", "stream_retry_at", "stream_error")
+    )
+    return overall_upstream(
+        upstream_freshness(
+            row["stream_state"],
+            since=row["stream_state_since"],
+            retry_at=row["stream_retry_at"],
+            error=row["stream_error"],
+            now=now,
+        )
+        for row in rows
+    )
+
+
+LIVE_LIST_URL = "/ws/sessions/"
+
+
+def live_detail_url(session_id: str) -> str:
+    return f"/ws/sessions/{session_id}/"
+
+
+def detail_context(detail: SessionDetail, *, resynced: bool = False) -> dict[str, Any]:
+    """The template context of the detail page and of its live regions."""
+    return {
+        "detail": detail,
+        "session": detail.session,
+        "geometry": detail.geometry(),
+        "after": detail.last_seq,
+        "failed_from_label": detail.session.failed_from_label,
+        "live_url": live_detail_url(detail.session.session_id),
+        "resynced": resynced,
+    }
