@@ -108,3 +108,9 @@ def simulator_server() -> Iterator[SimulatorServer]:
 def simulator_server_with_token() -> Iterator[SimulatorServer]:
     """Like `simulator_server`, but every upstream route needs `Bearer test-token`."""
     yield from _simulator_server(token="test-token")
+
+
+@pytest.fixture(scope="module")
+def simulator_server_module() -> Iterator[SimulatorServer]:
+    """One `simulator_server` per test module: use unique session ids and reset faults."""
+    yield from _simulator_server()

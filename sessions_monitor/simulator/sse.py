@@ -7,6 +7,7 @@ The line ending is configurable only so fault knobs can exercise CRLF / CR parse
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -15,6 +16,8 @@ LineEnding = Literal["lf", "crlf", "cr"]
 NEWLINES: dict[str, str] = {"lf": "\n", "crlf": "\r\n", "cr": "\r"}
 
 KEEPALIVE_COMMENT = "keepalive"
+# SSE lines end only at CR, LF or CRLF (str.splitlines would also cut at U+2028, U+0085...).
+SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def compact_json(data: Any) -> str:
@@ -29,7 +32,7 @@ def encode_event(
     lines = [f"event: {name}"]
     if event_id is not None:
         lines.append(f"id: {event_id}")
-    lines.extend(f"data: {line}" for line in data.splitlines() or [""])
+    lines.extend(f"data: {line}" for line in SSE_LINE_BREAK.split(data))
     return (newline.join(lines) + newline + newline).encode()
 
 
