@@ -1,0 +1,297 @@
+"""The relay against the real simulator (a subprocess), in this test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+
+from sessions_monitor import services
+from sessions_monitor.hub import Hub
+from sessions_monitor.models import MeetingSession, SessionEvent, StreamState
+from sessions_monitor.relay.worker import Relay
+from sessions_monitor.upstream import BackoffPolicy, LinkState, LinkStateName, StatusChanged
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sid() -> str:
+    return f"mbsess_rly{uuid.uuid4().hex[:10]}"
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, within: float = 10.0, interval: float = 0.05
+) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+@database_sync_to_async
+def history(session_id: str) -> list[tuple[str, str, str, str]]:
+    """(kind, status, previous_status, participant) of upstream-contract events, in seq order."""
+    return list(
+        SessionEvent.objects.filter(
+            session_id=session_id, kind__in=["status", "joined", "left", "close"]
+        )
+        .order_by("seq")
+        .values_list("kind", "status", "previous_status", "participant_name")
+    )
+
+
+@database_sync_to_async
+def session_row(session_id: str) -> MeetingSession | None:
+    return MeetingSession.objects.filter(pk=session_id).first()
+
+
+@database_sync_to_async
+def seqs(session_id: str) -> list[int]:
+    return list(
+        SessionEvent.objects.filter(session_id=session_id)
+        .order_by("seq")
+        .values_list("seq", flat=True)
+    )
+
+
+@pytest.fixture
+async def relay(simulator_server, fresh_channel_layer) -> AsyncIterator[Relay]:
+    relay = Relay(
+        upstream_url=simulator_server.base_url,
+        discovery_seconds=0,
+        stall_seconds=1.0,
+        rescan_seconds=0.2,
+        backoff=BackoffPolicy(initial=0.05, cap=0.2),
+    )
+    await relay.start()
+    yield relay
+    await relay.stop()
+
+
+SCRIPT = [
+    ("status", "joining"),
+    ("status", "active"),
+    ("join", "Alice"),
+    ("join", "Bob"),
+    ("leave", "Alice"),
+    ("join", "Alice"),
+    ("status", "completed"),
+]
+EXPECTED = [
+    ("status", "initializing", "", ""),
+    ("status", "joining", "initializing", ""),
+    ("status", "active", "joining", ""),
+    ("joined", "", "", "Alice"),
+    ("joined", "", "", "Bob"),
+    ("left", "", "", "Alice"),
+    ("joined", "", "", "Alice"),
+    ("status", "completed", "active", ""),
+    ("close", "", "", ""),
+]
+
+
+async def play(simulator_server, session_id: str, steps, *, before_each=None) -> None:
+    """Emit steps one at a time, each once the relay has an open stream and stored the last."""
+    control = simulator_server.control
+    for index, (key, value) in enumerate(steps):
+        if before_each is not None:
+            await before_each(index)
+        await eventually(
+            lambda: asyncio.to_thread(
+                lambda: control.stats()["open_streams"].get(session_id, 0) == 1
+            )
+        )
+        stored = len(await history(session_id))
+        await asyncio.to_thread(control.emit, session_id, **{key: value})
+        await eventually(lambda stored=stored: _grew(session_id, stored))
+
+
+async def _grew(session_id: str, before: int) -> bool:
+    return len(await history(session_id)) > before
+
+
+async def test_it_stores_a_session_exactly_once_in_upstream_order(relay, simulator_server) -> None:
+    session_id = sid()
+    simulator_server.control.create_session(session_id=session_id, manual=True)
+    hub = Hub()
+    subscription = await hub.subscribe(session_id)
+    assert await relay.watch(session_id) is True
+    assert await relay.watch(session_id) is False  # already followed
+
+    await play(simulator_server, session_id, SCRIPT)
+    await eventually(lambda: _ended(relay, session_id))
+
+    assert await history(session_id) == EXPECTED
+    all_seqs = await seqs(session_id)
+    assert all_seqs == list(range(1, len(all_seqs) + 1))
+    received = []
+    while (message := subscription.get_nowait()) is not None:
+        received.append(message.data)
+    streamed = [
+        (e["kind"], e["status"], e["previous_status"], e["participant_name"])
+        for e in received
+        if e["kind"] in ("status", "joined", "left", "close")
+    ]
+    assert streamed == EXPECTED
+    row = await session_row(session_id)
+    assert row.stream_state == StreamState.ENDED
+    assert (row.participants_present, row.peak_participants) == (2, 2)
+    assert simulator_server.control.stats()["stream_connections_total"][session_id] == 1
+    subscription.close()
+
+
+async def _ended(relay: Relay, session_id: str) -> bool:
+    row = await session_row(session_id)
+    return not relay.is_following(session_id) and row is not None and row.stream_state == "ended"
+
+
+async def test_it_reconnects_after_a_drop_without_loss_or_duplicates(
+    relay, simulator_server
+) -> None:
+    session_id = sid()
+    simulator_server.control.create_session(session_id=session_id, manual=True)
+    simulator_server.control.set_faults(session_id, drop_after_events=3)
+    await relay.watch(session_id)
+
+    await play(simulator_server, session_id, SCRIPT)
+    await eventually(lambda: _ended(relay, session_id))
+
+    assert await history(session_id) == EXPECTED
+    stats = simulator_server.control.stats()
+    assert stats["stream_connections_total"][session_id] >= 3
+    notes = await database_sync_to_async(
+        lambda: list(
+            SessionEvent.objects.filter(session_id=session_id, kind="stream").values_list(
+                "status", flat=True
+            )
+        )
+    )()
+    assert "retrying" in notes
+
+
+async def test_it_replaces_a_silent_stall_within_the_stall_timeout(relay, simulator_server) -> None:
+    session_id = sid()
+    simulator_server.control.create_session(session_id=session_id, manual=True)
+    await relay.watch(session_id)
+    await play(simulator_server, session_id, SCRIPT[:2])
+
+    stalled_at = time.monotonic()
+    simulator_server.control.set_faults(session_id, stall={"seconds": 1.5, "keepalives": False})
+    # Held back by the stalled connection; the reconnect's snapshot carries it instead.
+    simulator_server.control.emit(session_id, status="recording")
+    await eventually(
+        lambda: asyncio.to_thread(
+            lambda: simulator_server.control.stats()["stream_connections_total"][session_id] >= 2
+        ),
+        within=relay.stall_seconds + 3,
+    )
+    assert time.monotonic() - stalled_at < relay.stall_seconds + 3
+    await eventually(lambda: _grew(session_id, 3), within=10)
+    await play(simulator_server, session_id, SCRIPT[2:])
+    await eventually(lambda: _ended(relay, session_id))
+
+    expected = [*EXPECTED[:3], ("status", "recording", "active", ""), *EXPECTED[3:]]
+    expected[-2] = ("status", "completed", "recording", "")
+    assert await history(session_id) == expected
+
+
+async def test_a_permanent_upstream_error_is_stored_and_not_retried(
+    relay, simulator_server
+) -> None:
+    session_id = sid()
+    await database_sync_to_async(services.mark_watched)(session_id)
+    await relay.watch(session_id)
+    await eventually(lambda: _state_is(session_id, StreamState.FAILED))
+    await asyncio.sleep(0.5)  # several rescans later it is still not followed
+
+    assert not relay.is_following(session_id)
+    row = await session_row(session_id)
+    assert row.stream_error_code == "SESSION_NOT_FOUND"
+    assert simulator_server.control.stats()["stream_connections_total"].get(session_id, 0) <= 1
+
+
+async def _state_is(session_id: str, state: str) -> bool:
+    row = await session_row(session_id)
+    return row is not None and row.stream_state == state
+
+
+async def test_it_follows_watch_requests_from_the_relay_channel(relay, simulator_server) -> None:
+    session_id = sid()
+    simulator_server.control.create_session(session_id=session_id, manual=True)
+    await services.arequest_watch(session_id)
+    await eventually(lambda: _state_is(session_id, StreamState.LIVE))
+    assert relay.is_following(session_id)
+
+    assert await relay.handle_watch_message({"type": "session.unwatch", "session_id": session_id})
+    assert not relay.is_following(session_id)
+
+
+async def test_it_resumes_watched_sessions_on_start(simulator_server, fresh_channel_layer) -> None:
+    session_id = sid()
+    simulator_server.control.create_session(session_id=session_id, manual=True)
+    await database_sync_to_async(services.mark_watched)(session_id)
+    relay = Relay(upstream_url=simulator_server.base_url, discovery_seconds=0, rescan_seconds=0.2)
+    await relay.start()
+    try:
+        await eventually(lambda: _state_is(session_id, StreamState.LIVE))
+    finally:
+        await relay.stop()
+    assert not relay.is_following(session_id)
+
+
+async def test_discovery_watches_live_upstream_sessions_but_not_ended_ones(
+    relay, simulator_server
+) -> None:
+    live_id, ended_id = sid(), sid()
+    simulator_server.control.create_session(
+        session_id=live_id, manual=True, bot_name="Notetaker", platform="zoom"
+    )
+    simulator_server.control.create_session(session_id=ended_id, manual=True)
+    simulator_server.control.emit(ended_id, status="completed")
+
+    started = await relay.discover_once()
+
+    assert live_id in started and ended_id not in started
+    row = await session_row(live_id)
+    assert (row.watched, row.bot_name, row.platform) == (True, "Notetaker", "zoom")
+    assert await session_row(ended_id) is None
+
+
+async def test_handle_item_is_a_step_tests_can_call(relay) -> None:
+    session_id = sid()
+    assert await relay.handle_item(session_id, LinkState(LinkStateName.LIVE)) is True
+    assert (
+        await relay.handle_item(
+            session_id, StatusChanged(session_id, "completed", "completed", None)
+        )
+        is True
+    )
+    assert await relay.handle_item(session_id, LinkState(LinkStateName.ENDED)) is False
+    assert [row[0] for row in await history(session_id)] == ["status", "close"]
+
+
+async def test_stop_ends_every_task(relay, simulator_server) -> None:
+    ids = [sid() for _ in range(3)]
+    for session_id in ids:
+        simulator_server.control.create_session(session_id=session_id, manual=True)
+        await relay.watch(session_id)
+    for session_id in ids:
+        await eventually(lambda session_id=session_id: _state_is(session_id, StreamState.LIVE))
+
+    await relay.stop()
+
+    assert relay.following() == []
+    await eventually(
+        lambda: asyncio.to_thread(
+            lambda: sum(simulator_server.control.stats()["open_streams"].values()) == 0
+        )
+    )
