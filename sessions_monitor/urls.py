@@ -2,11 +2,17 @@ from __future__ import annotations
 
 from django.urls import path
 
-from sessions_monitor import views
+from sessions_monitor import embed_views, views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("", views.session_list, name="session-list"),
     path("sessions/watch", views.session_watch, name="session-watch"),
     path("sessions/<str:session_id>/", views.session_detail, name="session-detail"),
+    path("embed/sessions/<str:session_id>/", embed_views.session_widget, name="embed-session"),
+    path(
+        "embed/sessions/<str:session_id>/snippet/",
+        embed_views.session_snippet,
+        name="embed-snippet",
+    ),
 ]

@@ -1,0 +1,661 @@
+"""Django admin for session history and API tokens.
+
+Stored history is an audit record: nobody edits it here, and deleting needs the explicit
+Django delete permission. Every list stays cheap at 100k sessions / 1M events: no per-row
+queries, indexed filters and search, and no COUNT(*) over a big table on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import AsyncIterator, Iterable, Iterator
+from functools import cached_property
+from typing import Any, ClassVar
+
+from django.contrib import admin, messages
+from django.core.handlers.asgi import ASGIRequest
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Q, QuerySet
+from django.forms import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
+
+from sessions_monitor import embed, presentation
+from sessions_monitor.models import (
+    ApiToken,
+    EventKind,
+    MeetingSession,
+    Presence,
+    SessionEvent,
+)
+
+# --- counting ------------------------------------------------------------------------------
+
+
+class EstimatedCountPaginator(Paginator):
+    """Exact counts, except an unfiltered list of a big PostgreSQL table.
+
+    There the planner's row estimate (`pg_class.reltuples`, kept fresh by autovacuum) stands
+    in for `SELECT COUNT(*)`, which reads the whole table on every page load. Filtered lists
+    keep the exact count: their filters are indexed, and an estimate for a selective search
+    can be off by orders of magnitude.
+    """
+
+    estimate_above: ClassVar[int] = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        estimate = _table_estimate(self.object_list)
+        if estimate is not None and estimate > self.estimate_above:
+            return estimate
+        return int(super().count)
+
+
+def _table_estimate(queryset: Any) -> int | None:
+    if not isinstance(queryset, QuerySet):
+        return None
+    connection = connections[queryset.db]
+    query = queryset.query
+    if connection.vendor != "postgresql" or query.where or query.distinct or query.combinator:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+            [queryset.model._meta.db_table],
+        )
+        row = cursor.fetchone()
+    # reltuples is -1 for a table never vacuumed or analysed yet.
+    return int(row[0]) if row and row[0] >= 0 else None
+
+
+# --- small formatting helpers --------------------------------------------------------------
+
+
+def session_duration(session: MeetingSession) -> str:
+    if session.started_at is None or (session.is_terminal and session.ended_at is None):
+        return "—"
+    seconds = presentation.session_duration(session.started_at, session.ended_at, timezone.now())
+    return presentation.format_duration(seconds)
+
+
+def presence_duration(presence: Presence) -> str:
+    end = presence.left_at or timezone.now()
+    return presentation.format_duration((end - presence.joined_at).total_seconds())
+
+
+def dashboard_url(session_id: str) -> str:
+    try:
+        return reverse("session-detail", args=[session_id])
+    except NoReverseMatch:
+        return f"/sessions/{session_id}/"
+
+
+def events_changelist_url(session_id: str) -> str:
+    url = reverse("admin:sessions_monitor_sessionevent_changelist")
+    return f"{url}?{urlencode({'session__session_id__exact': session_id})}"
+
+
+def presences_changelist_url(session_id: str) -> str:
+    url = reverse("admin:sessions_monitor_presence_changelist")
+    return f"{url}?{urlencode({'session__session_id__exact': session_id})}"
+
+
+# --- the timeline (the dashboard's geometry, from a bounded read) ---------------------------
+
+
+def session_timeline(
+    session: MeetingSession, *, max_changes: int = 500, max_presences: int = 100
+) -> presentation.TimelineGeometry | None:
+    """The dashboard's SVG geometry from at most `max_changes` status events and
+    `max_presences` presence intervals (two small indexed queries, whatever the size)."""
+    changes = [
+        presentation.timeline_event(dict(row))
+        for row in SessionEvent.objects.filter(session=session, kind=EventKind.STATUS)
+        .order_by("seq")
+        .values("seq", "kind", "status", "upstream_timestamp", "received_at")[:max_changes]
+    ]
+    intervals = [
+        presentation.Interval(*row)
+        for row in Presence.objects.filter(session=session)
+        .order_by("joined_at", "join_seq")
+        .values_list("participant_name", "joined_at", "left_at")[:max_presences]
+    ]
+    if not changes and not intervals:
+        return None
+    now = timezone.now()
+    moments = [event.at for event in changes] + [interval.start for interval in intervals]
+    start = min([session.started_at or now, *moments])
+    end = session.ended_at or (max(moments) if session.is_terminal else now)
+    return presentation.timeline_geometry(
+        presentation.status_phases(changes, session.ended_at),
+        intervals,
+        start=start,
+        end=max(end, start),
+    )
+
+
+# --- CSV export ----------------------------------------------------------------------------
+
+CSV_COLUMNS = (
+    "session_id",
+    "seq",
+    "kind",
+    "status",
+    "previous_status",
+    "participant_name",
+    "error_code",
+    "error_message",
+    "upstream_timestamp",
+    "received_at",
+    "note",
+)
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+class _Echo:
+    """csv.writer target that hands each formatted line back instead of buffering it."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    text = str(value)
+    # Participant names and error texts come from outside: keep spreadsheets from running them.
+    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+
+
+def _csv_line(writer: Any, row: dict[str, Any]) -> str:
+    return str(writer.writerow([_csv_cell(row[column]) for column in CSV_COLUMNS]))
+
+
+def export_queryset(session_ids: Iterable[str]) -> QuerySet[SessionEvent, dict[str, Any]]:
+    # (session_id, seq) is the unique index: the scan is ordered and needs no sort.
+    # values(), not values_list(): Django 5.2's values_list iterable runs its query eagerly,
+    # which breaks aiterator() (SynchronousOnlyOperation); values() stays lazy.
+    return (
+        SessionEvent.objects.filter(session_id__in=list(session_ids))
+        .order_by("session_id", "seq")
+        .values(*CSV_COLUMNS)
+    )
+
+
+def iter_events_csv(session_ids: Iterable[str], *, chunk_size: int = 2000) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield _csv_line(writer, {column: column for column in CSV_COLUMNS})
+    for row in export_queryset(session_ids).iterator(chunk_size=chunk_size):
+        yield _csv_line(writer, row)
+
+
+async def aiter_events_csv(
+    session_ids: Iterable[str], *, chunk_size: int = 2000
+) -> AsyncIterator[str]:
+    writer = csv.writer(_Echo())
+    yield _csv_line(writer, {column: column for column in CSV_COLUMNS})
+    async for row in export_queryset(session_ids).aiterator(chunk_size=chunk_size):
+        yield _csv_line(writer, row)
+
+
+def events_csv_response(request: HttpRequest, session_ids: list[str]) -> StreamingHttpResponse:
+    # Under ASGI, Django buffers a *sync* streaming iterator completely before sending it;
+    # an async iterator is what keeps a big export streamed there.
+    content: Iterator[str] | AsyncIterator[str] = (
+        aiter_events_csv(session_ids)
+        if isinstance(request, ASGIRequest)
+        else iter_events_csv(session_ids)
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="session-events-{stamp}.csv"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- read-only history -----------------------------------------------------------------------
+
+
+class HistoryAdmin(admin.ModelAdmin):
+    """What happened is never added or edited here; delete needs the explicit permission."""
+
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class CappedInlineFormSet(BaseInlineFormSet):
+    """An inline showing the first `cap` rows; the full list is a link away."""
+
+    cap: ClassVar[int] = 100
+
+    def get_queryset(self) -> QuerySet[Any]:
+        queryset = super().get_queryset()
+        if not queryset.query.is_sliced:
+            # The inline filters by its parent before this point, so slicing here is safe.
+            self._queryset = queryset[: self.cap]
+        return self._queryset
+
+
+class EventInlineFormSet(CappedInlineFormSet):
+    cap = 100
+
+
+class PresenceInlineFormSet(CappedInlineFormSet):
+    cap = 100
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class SessionEventInline(ReadOnlyInline):
+    model = SessionEvent
+    formset = EventInlineFormSet
+    fields = readonly_fields = (
+        "seq",
+        "kind",
+        "status",
+        "participant_name",
+        "error_code",
+        "upstream_timestamp",
+        "received_at",
+        "note",
+    )
+    ordering = ("seq",)
+    verbose_name_plural = f"Event timeline (first {EventInlineFormSet.cap})"
+
+
+class PresenceInline(ReadOnlyInline):
+    model = Presence
+    formset = PresenceInlineFormSet
+    fields = readonly_fields = ("participant_name", "joined_at", "left_at", "present_for")
+    ordering = ("joined_at", "join_seq")
+    verbose_name_plural = f"Presence intervals (first {PresenceInlineFormSet.cap})"
+
+    @admin.display(description="Present for")
+    def present_for(self, presence: Presence) -> str:
+        return presence_duration(presence)
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+@admin.register(MeetingSession)
+class MeetingSessionAdmin(HistoryAdmin):
+    list_display = (
+        "session_id",
+        "bot_name",
+        "platform",
+        "status",
+        "started_at",
+        "ended_at",
+        "duration",
+        "peak_participants",
+        "error_code",
+    )
+    list_filter = (
+        "status",
+        "platform",
+        "error_code",
+        "started_at",
+        "watched",
+        "stream_state",
+    )
+    search_fields = ("session_id", "bot_name", "meeting_link")
+    search_help_text = (
+        "Session id, bot name or meeting link (contains), or the start of a participant's name."
+    )
+    date_hierarchy = "started_at"
+    ordering = ("-started_at",)
+    list_per_page = 50
+    actions = ("watch_sessions", "unwatch_sessions", "export_events_csv")
+    inlines = (SessionEventInline, PresenceInline)
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "session_id",
+                    "bot_name",
+                    "platform",
+                    "meeting_link",
+                    "status",
+                    "previous_status",
+                    "status_since",
+                    "error_code",
+                    "error_message",
+                    "failed_from_status",
+                )
+            },
+        ),
+        (
+            "Timing",
+            {"fields": ("started_at", "ended_at", "duration", "first_seen_at", "last_event_at")},
+        ),
+        ("Participants", {"fields": ("participants_present", "peak_participants")}),
+        (
+            "Relay",
+            {
+                "fields": (
+                    "watched",
+                    "stream_state",
+                    "stream_state_since",
+                    "stream_error",
+                    "stream_retry_at",
+                    "last_seq",
+                )
+            },
+        ),
+        ("Last upstream object", {"classes": ("collapse",), "fields": ("raw",)}),
+    )
+    readonly_fields = ("duration",)
+
+    @admin.display(description="Duration")
+    def duration(self, session: MeetingSession) -> str:
+        return session_duration(session)
+
+    def view_on_site(self, obj: MeetingSession) -> str:
+        return dashboard_url(obj.session_id)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[MeetingSession], search_term: str
+    ) -> tuple[QuerySet[MeetingSession], bool]:
+        matched, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        names = [term for term in search_term.split() if term]
+        if not names:
+            return matched, may_have_duplicates
+        # One uncorrelated subquery (evaluated once, over the participant-name index) instead of
+        # a join, which would repeat a session once per matching presence row.
+        by_participant = queryset.filter(
+            session_id__in=Presence.objects.filter(
+                participant_name__istartswith=search_term.strip().strip('"')
+            ).values("session_id")
+        )
+        return matched | by_participant, may_have_duplicates
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        session = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if session is not None and self.has_view_permission(request, session):
+            context.update(self._session_page_context(request, session))
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def _session_page_context(
+        self, request: HttpRequest, session: MeetingSession
+    ) -> dict[str, Any]:
+        return {
+            "timeline": session_timeline(session),
+            "dashboard_url": dashboard_url(session.session_id),
+            "events_url": events_changelist_url(session.session_id),
+            "presences_url": presences_changelist_url(session.session_id),
+            "event_count": SessionEvent.objects.filter(session=session).count(),
+            "presence_count": Presence.objects.filter(session=session).count(),
+            "event_cap": EventInlineFormSet.cap,
+            "presence_cap": PresenceInlineFormSet.cap,
+            "embed_snippet": embed.iframe_snippet(request, session.session_id),
+            "embed_days": embed.default_days(),
+        }
+
+    # Actions. Watching changes what the relay does, not what happened: it needs the model's
+    # change permission even though the form itself is read-only.
+    def has_watch_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("sessions_monitor.change_meetingsession"))
+
+    @admin.action(description="Watch selected sessions (live relay)", permissions=["watch"])
+    def watch_sessions(self, request: HttpRequest, queryset: QuerySet[MeetingSession]) -> None:
+        from sessions_monitor import services
+
+        ids = list(queryset.values_list("session_id", flat=True))
+        for session_id in ids:
+            services.request_watch(session_id)
+        self.message_user(request, f"Asked the relay to watch {len(ids)} session(s).")
+
+    @admin.action(description="Stop watching selected sessions", permissions=["watch"])
+    def unwatch_sessions(self, request: HttpRequest, queryset: QuerySet[MeetingSession]) -> None:
+        from sessions_monitor import services
+
+        ids = list(queryset.values_list("session_id", flat=True))
+        for session_id in ids:
+            services.request_unwatch(session_id)
+        self.message_user(request, f"Asked the relay to stop watching {len(ids)} session(s).")
+
+    @admin.action(description="Export events of selected sessions (CSV)", permissions=["view"])
+    def export_events_csv(
+        self, request: HttpRequest, queryset: QuerySet[MeetingSession]
+    ) -> StreamingHttpResponse:
+        return events_csv_response(request, list(queryset.values_list("session_id", flat=True)))
+
+
+# --- events and presence -------------------------------------------------------------------
+
+
+class ExactSessionOrNamePrefixSearch(admin.ModelAdmin):
+    """Search by exact session id or the start of a participant name: both indexed."""
+
+    search_fields = ("participant_name",)  # shows the box; the lookups are below
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        term = search_term.strip().strip('"')
+        if not term:
+            return queryset, False
+        return queryset.filter(Q(session_id=term) | Q(participant_name__istartswith=term)), False
+
+
+@admin.register(SessionEvent)
+class SessionEventAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
+    list_display = (
+        "session_link",
+        "seq",
+        "kind",
+        "status",
+        "participant_name",
+        "error_code",
+        "upstream_timestamp",
+        "received_at",
+    )
+    list_display_links = ("seq",)
+    list_filter = ("kind", "received_at")
+    search_help_text = "Exact session id, or the start of a participant's name."
+    date_hierarchy = None
+    ordering = ("-received_at",)
+    list_per_page = 100
+    readonly_fields = ("session_link",)
+    fields = (
+        "session_link",
+        "seq",
+        "kind",
+        "status",
+        "previous_status",
+        "participant_name",
+        "error_code",
+        "error_message",
+        "upstream_timestamp",
+        "received_at",
+        "note",
+        "raw",
+    )
+
+    @admin.display(description="Session", ordering="session_id")
+    def session_link(self, event: SessionEvent) -> str:
+        url = reverse("admin:sessions_monitor_meetingsession_change", args=[event.session_id])
+        return format_html('<a href="{}">{}</a>', url, event.session_id)
+
+
+class OpenPresenceFilter(admin.SimpleListFilter):
+    title = "present now"
+    parameter_name = "open"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Still present"), ("no", "Left")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(left_at__isnull=True)
+        if self.value() == "no":
+            return queryset.filter(left_at__isnull=False)
+        return queryset
+
+
+@admin.register(Presence)
+class PresenceAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
+    list_display = ("participant_name", "session_link", "joined_at", "left_at", "present_for")
+    list_filter = (OpenPresenceFilter, "joined_at")
+    search_help_text = "Exact session id, or the start of a participant's name."
+    ordering = ("-joined_at",)
+    list_per_page = 100
+    readonly_fields = ("session_link", "present_for")
+    fields = (
+        "session_link",
+        "participant_name",
+        "joined_at",
+        "left_at",
+        "present_for",
+        "join_seq",
+        "leave_seq",
+    )
+
+    @admin.display(description="Session", ordering="session_id")
+    def session_link(self, presence: Presence) -> str:
+        url = reverse("admin:sessions_monitor_meetingsession_change", args=[presence.session_id])
+        return format_html('<a href="{}">{}</a>', url, presence.session_id)
+
+    @admin.display(description="Present for")
+    def present_for(self, presence: Presence) -> str:
+        return presence_duration(presence)
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+class TokenStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "active":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "name", "user", "created_at", "last_used_at", "revoked_at", "active")
+    list_filter = (TokenStateFilter, "created_at", "last_used_at")
+    search_fields = ("name", "prefix", "user__username")
+    list_select_related = ("user",)
+    autocomplete_fields = ()
+    raw_id_fields = ("user",)
+    actions = ("revoke_tokens",)
+    ordering = ("-created_at",)
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("user", "name")
+        return ("prefix", "name", "user", "created_at", "last_used_at", "revoked_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return ["prefix", "user", "created_at", "last_used_at", "revoked_at"]
+
+    @admin.display(description="Active", boolean=True)
+    def active(self, token: ApiToken) -> bool:
+        return token.is_active
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        from sessions_monitor import tokens
+
+        created, raw = tokens.create_token(user=obj.user, name=obj.name)
+        # The admin's response_add expects `obj` to be the saved row.
+        obj.pk = created.pk
+        obj.__dict__.update(
+            {
+                field.attname: getattr(created, field.attname)
+                for field in ApiToken._meta.concrete_fields
+            }
+        )
+        obj._state.adding = False
+        request._created_api_token = raw  # type: ignore[attr-defined]
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        raw = getattr(request, "_created_api_token", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API token created",
+            "token": obj,
+            "raw_token": raw,
+            "changelist_url": reverse("admin:sessions_monitor_apitoken_changelist"),
+        }
+        response = TemplateResponse(
+            request, "admin/sessions_monitor/apitoken/created.html", context
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        from sessions_monitor import tokens
+
+        revoked = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            tokens.revoke(token)
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)
+
+
+__all__ = [
+    "ApiTokenAdmin",
+    "EstimatedCountPaginator",
+    "MeetingSessionAdmin",
+    "PresenceAdmin",
+    "SessionEventAdmin",
+    "session_timeline",
+    "iter_events_csv",
+]

@@ -1,0 +1,90 @@
+"""The embeddable status widget and the staff snippet generator.
+
+The widget is the one page that may be framed, and only by MEETINGDASH_EMBED_ORIGINS
+(CSP frame-ancestors); every other page keeps X-Frame-Options: DENY. A token that is
+missing, tampered, expired or made for another session gets a 403 page with no data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_exempt
+from django.views.decorators.http import require_GET
+
+from sessions_monitor import embed, presentation, selectors
+
+BADGE_TEMPLATE = "sessions_monitor/embed.html#badge"
+
+
+def badge_context(summary: dict[str, Any] | None, session_id: str) -> dict[str, Any]:
+    """What the badge shows: a `session_summary` dict (or None before the first event)."""
+    return {
+        "session_id": session_id,
+        "session": presentation.session_view(summary) if summary else None,
+    }
+
+
+def render_badge(summary: dict[str, Any] | None, session_id: str) -> str:
+    return render_to_string(BADGE_TEMPLATE, badge_context(summary, session_id))
+
+
+def _widget_security_headers(response: HttpResponse) -> HttpResponse:
+    response["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src 'self'; base-uri 'none'; form-action 'none'; "
+        f"frame-ancestors {embed.frame_ancestors()}"
+    )
+    # The token is in the URL: never send it onwards, never index it.
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    return response
+
+
+def _refused(request: HttpRequest) -> HttpResponse:
+    response = render(request, "sessions_monitor/embed_refused.html", status=403)
+    return _widget_security_headers(response)
+
+
+@require_GET
+@never_cache
+@xframe_options_exempt
+def session_widget(request: HttpRequest, session_id: str) -> HttpResponse:
+    try:
+        grant = embed.grant_for(request.GET.get("token"), session_id)
+    except embed.InvalidEmbedToken:
+        return _refused(request)
+    token = request.GET["token"]
+    context = {
+        **badge_context(selectors.session_snapshot(grant.session_id), grant.session_id),
+        "live_url": embed.live_path(grant.session_id, token),
+    }
+    return _widget_security_headers(render(request, "sessions_monitor/embed.html", context))
+
+
+@require_GET
+@never_cache
+@staff_member_required
+def session_snippet(request: HttpRequest, session_id: str) -> HttpResponse:
+    """A ready-to-paste <iframe> for staff; the partial alone for htmx requests."""
+    try:
+        days = int(request.GET.get("days") or embed.default_days())
+        snippet = embed.iframe_snippet(request, session_id, days=days)
+    except ValueError:
+        days = embed.default_days()
+        snippet = embed.iframe_snippet(request, session_id, days=days)
+    template = "sessions_monitor/embed_snippet.html"
+    if getattr(request, "htmx", False):
+        template += "#snippet"
+    context = {
+        "session_id": session_id,
+        "snippet": snippet,
+        "days": days,
+        "origins": embed.allowed_origins(),
+    }
+    return render(request, template, context)
