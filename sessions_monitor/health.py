@@ -43,3 +43,52 @@ async def check_channel_layer(wait_seconds: float = 2.0) -> dict[str, Any]:
         logger.warning("health: channel layer check failed: %s", type(exc).__name__)
         return {"ok": False, "backend": backend, "error": type(exc).__name__}
     return {"ok": received.get("nonce") == probe["nonce"], "backend": backend}
+
+
+def _relay_backlog_sync() -> tuple[dict[str, int], int]:
+    from sessions_monitor import selectors
+
+    return selectors.links_by_state(), len(selectors.watched_sessions_to_follow())
+
+
+async def check_relay() -> dict[str, Any]:
+    """The relay of this process (embedded), or the heartbeats of `runrelay` processes
+    (scaled). Not fine = watched live sessions exist and no running relay follows them,
+    or this process's relay has stopped or lost one of its loops."""
+    from channels.db import database_sync_to_async
+    from django.conf import settings
+
+    from sessions_monitor.relay.worker import current_relay
+
+    try:
+        links, backlog = await database_sync_to_async(_relay_backlog_sync)()
+    except Exception as exc:
+        return {"ok": False, "error": type(exc).__name__}
+    report: dict[str, Any] = {"sessions_watched": sum(links.values()), "links": links}
+    relay = current_relay()
+    if relay is not None:
+        healthy = relay.running and relay.loops_alive()
+        report.update(relay.describe(), ok=healthy, running=healthy)
+        return report
+    if settings.REDIS_URL:
+        relays = await _scaled_relays(settings.REDIS_URL)
+        running = bool(relays)
+        report.update(mode="scaled", relays=len(relays), running=running)
+        report["ok"] = running or backlog == 0
+        return report
+    report.update(mode="none", running=False, ok=backlog == 0)
+    return report
+
+
+async def _scaled_relays(redis_url: str) -> list[dict[str, Any]]:
+    from sessions_monitor.relay.leases import RedisLeases
+    from sessions_monitor.relay.worker import channel_prefix
+
+    leases = RedisLeases(redis_url, prefix=channel_prefix())
+    try:
+        return await asyncio.wait_for(leases.live_relays(), 2.0)
+    except Exception as exc:
+        logger.warning("health: cannot read relay heartbeats: %s", type(exc).__name__)
+        return []
+    finally:
+        await leases.close()

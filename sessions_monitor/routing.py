@@ -8,8 +8,12 @@ from django.urls import path
 
 from sessions_monitor.consumers import SessionDetailConsumer, SessionListConsumer
 from sessions_monitor.embed_consumers import EmbedBadgeConsumer
+from sessions_monitor.streams import session_stream
 
-http_urlpatterns: list[Any] = []
+http_urlpatterns: list[Any] = [
+    # A plain ASGI app, not a Django view (see streams.py for why).
+    path("v1/meeting-buddy/sessions/<str:session_id>/stream", session_stream),  # type: ignore[arg-type]
+]
 websocket_urlpatterns: list[Any] = [
     path("ws/sessions/", SessionListConsumer.as_asgi()),
     path("ws/sessions/<str:session_id>/", SessionDetailConsumer.as_asgi()),

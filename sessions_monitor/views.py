@@ -29,6 +29,7 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     checks = {
         "database": await health.check_database(),
         "channel_layer": await health.check_channel_layer(),
+        "relay": await health.check_relay(),
     }
     ok = all(check["ok"] for check in checks.values())
     return JsonResponse({"ok": ok, **checks}, status=200 if ok else 503)

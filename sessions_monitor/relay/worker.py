@@ -310,6 +310,9 @@ class Relay:
                 with contextlib.suppress(Exception):
                     await self.leases.release(session_id)
 
+    def loops_alive(self) -> bool:
+        return all(not task.done() for task in self._loops)
+
     def describe(self) -> dict[str, Any]:
         return {
             "owner": self.leases.owner,
@@ -318,6 +321,11 @@ class Relay:
             "following": len(self.following()),
             "started_at": self.started_at,
         }
+
+
+def channel_prefix() -> str:
+    layers: Any = settings.CHANNEL_LAYERS
+    return str(layers["default"].get("CONFIG", {}).get("prefix", "meetingdash"))
 
 
 def build_embedded_relay(*, upstream_url: str) -> Relay:
@@ -332,12 +340,9 @@ def build_scaled_relay(*, upstream_url: str, redis_url: str) -> Relay:
 
     global _upstream_url
     _upstream_url = upstream_url
-    layers: Any = settings.CHANNEL_LAYERS
-    config = layers["default"].get("CONFIG", {})
-    prefix = str(config.get("prefix", "meetingdash"))
     return Relay(
         upstream_url=upstream_url,
         token=settings.MEETINGBUDDY_API_TOKEN,
-        leases=RedisLeases(redis_url, prefix=prefix),
+        leases=RedisLeases(redis_url, prefix=channel_prefix()),
         mode="scaled",
     )
