@@ -125,6 +125,14 @@ class RawStream:
                 raise EOFError(f"response ended before {marker!r}; body: {self.body!r}")
         return self.body
 
+    def read_frames(self, count: int, timeout: float = 10.0) -> list[Frame]:
+        """Read until the body holds at least `count` complete SSE blocks."""
+        deadline = time.monotonic() + timeout
+        while len(frames(self.body)) < count:
+            if self.next_chunk(deadline) is None:
+                raise EOFError(f"response ended before {count} frames; body: {self.body!r}")
+        return frames(self.body)
+
     def read_to_end(self, timeout: float = 10.0) -> bytes:
         deadline = time.monotonic() + timeout
         while self.next_chunk(deadline) is not None:

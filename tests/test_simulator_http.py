@@ -111,7 +111,7 @@ def test_list_pages_are_one_based_newest_first_and_filterable(sim: SimulatorServ
         for _ in range(5)
     ]
     sim.control.emit(ids[0], status="joining")
-    params = {"search": marker, "page_size": 2}
+    params: dict[str, str | int] = {"search": marker, "page_size": 2}
     pages = [
         httpx.get(sim.url(f"{API}/sessions"), params={**params, "page": page}).json()
         for page in (1, 2, 3, 4)

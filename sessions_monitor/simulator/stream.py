@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from .faults import FaultState
@@ -146,6 +147,7 @@ async def _pump(
         return
     interval = simulator.keepalive_seconds
     next_keepalive = time.monotonic() + interval
+    held: deque[StreamEvent] = deque()  # received but not yet written (a stall holds them)
     while not disconnected.is_set():
         faults = writer.faults
         stall = faults.stall_remaining()
@@ -157,6 +159,11 @@ async def _pump(
                 await writer.keepalive()
                 next_keepalive = _advance(next_keepalive, interval)
             continue
+        if held:
+            event = held.popleft()
+            if not await writer.event(event) or event.name == "close":
+                return
+            continue
         try:
             timeout = max(0.0, next_keepalive - time.monotonic())
             async with asyncio.timeout(timeout):
@@ -167,8 +174,7 @@ async def _pump(
             continue
         if item is None:
             return
-        if not await writer.event(item) or item.name == "close":
-            return
+        held.append(item)
 
 
 def _advance(deadline: float, interval: float) -> float:
