@@ -1,0 +1,104 @@
+"""The provider's own example clients (upstream-api.md Part A) read a simulated stream to `close`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import SimulatorServer, _simulator_server
+from tests.simulator_helpers import events, new_session_id
+
+SCRIPT: list[dict[str, Any]] = [
+    {"after": 0.3, "status": "joining"},
+    {"after": 0.2, "status": "active"},
+    {"after": 0.2, "join": "Zoë Müller"},
+    {"after": 0.2, "join": "李雷"},
+    {"after": 0.2, "leave": "Zoë Müller"},
+    {"after": 0.2, "status": "completed"},
+]
+EXPECTED = ["joining", "active", "joined", "joined", "left", "completed", "session_ended"]
+
+
+@pytest.fixture(scope="module")
+def token_sim() -> Iterator[SimulatorServer]:
+    yield from _simulator_server(token="test-token")
+
+
+def scripted_session(sim: SimulatorServer) -> str:
+    return str(sim.control.create_session(session_id=new_session_id(), script=SCRIPT)["session_id"])
+
+
+def summary(received: list[dict[str, Any]]) -> list[str]:
+    """What each event says, after the initial snapshot (`initializing`)."""
+    assert received[0].get("status") == "initializing"
+    return [d.get("event") or d.get("status") or d["reason"] for d in received[1:]]
+
+
+def test_curl_reads_the_stream_to_close(token_sim: SimulatorServer) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    sid = scripted_session(token_sim)
+    result = subprocess.run(
+        [curl, "-N", "-sS", "-H", "Authorization: Bearer test-token", token_sim.stream_url(sid)],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    received = events(result.stdout)
+    assert summary([e.json() for e in received]) == EXPECTED
+    assert received[-1].event == "close"
+    assert result.stdout.endswith(b'event: close\ndata: {"reason":"session_ended"}\n\n')
+
+
+def test_python_requests_iter_lines_loop(token_sim: SimulatorServer) -> None:
+    sid = scripted_session(token_sim)
+    received: list[dict[str, Any]] = []
+    event_type = None
+    with requests.get(
+        token_sim.stream_url(sid),
+        headers={"Authorization": "Bearer test-token"},
+        stream=True,
+        timeout=10,
+    ) as response:
+        response.raise_for_status()
+        for raw in response.iter_lines():
+            line = raw.decode("utf-8")
+            if not line or line.startswith(":"):
+                continue
+            if line.startswith("event: "):
+                event_type = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                received.append(json.loads(line.removeprefix("data: ")))
+                if event_type == "close":
+                    break
+    assert summary(received) == EXPECTED
+    assert received[3]["participant_name"] == "Zoë Müller"
+
+
+@pytest.mark.browser
+def test_browser_eventsource_reads_the_stream_to_close(
+    chromium: Any, simulator_server: SimulatorServer
+) -> None:
+    sid = scripted_session(simulator_server)
+    page = chromium.new_page()
+    try:
+        page.goto(simulator_server.url(f"/_control/eventsource-probe?session_id={sid}"))
+        page.wait_for_selector("body[data-state=closed]", timeout=20_000)
+        items = page.eval_on_selector_all(
+            "#events li", "els => els.map(e => [e.dataset.event, e.textContent])"
+        )
+        errors = page.eval_on_selector("body", "b => b.dataset.errors || null")
+    finally:
+        page.close()
+    assert [kind for kind, _ in items] == ["status"] * 7 + ["close"]
+    received = [json.loads(data) for _, data in items]
+    assert summary(received) == EXPECTED
+    assert received[4]["participant_name"] == "李雷"
+    assert errors is None, "the stream never failed before close"
