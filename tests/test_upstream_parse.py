@@ -348,7 +348,7 @@ async def test_a_close_with_unreadable_data_still_ends_the_stream() -> None:
 # -- property: chunking and comments never change the events ---------------------------------
 
 _COMMENT_TEXT = st.text(
-    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=12
+    alphabet=st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]), max_size=12
 )
 _EXAMPLE_LINES = EXAMPLE.split("\n")[:-1]
 

@@ -356,7 +356,7 @@ class MeetingBuddyClient:
     async def _read_events(
         self, response: httpx.Response, session_id: str, cursor: _Cursor, stall_seconds: float
     ) -> AsyncGenerator[UpstreamEvent, None]:
-        decoder = EventStreamDecoder(cursor.last_event_id)
+        decoder = EventStreamDecoder(cursor.last_event_id, cursor.retry_ms)
         metrics = self.metrics
         chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
         try:

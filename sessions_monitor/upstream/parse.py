@@ -69,7 +69,7 @@ class LineSplitter:
 class EventStreamDecoder:
     """Incremental `text/event-stream` decoder: `feed(bytes)` returns the complete events."""
 
-    def __init__(self, last_event_id: str | None = None) -> None:
+    def __init__(self, last_event_id: str | None = None, retry_ms: int | None = None) -> None:
         self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._lines = LineSplitter()
         self._sse = SSEDecoder()
@@ -79,7 +79,7 @@ class EventStreamDecoder:
         #: The spec's "last event ID string": send it as `Last-Event-ID` when non-empty.
         self.last_event_id = last_event_id or ""
         #: The last valid `retry:` value in milliseconds, if any.
-        self.retry_ms: int | None = None
+        self.retry_ms = retry_ms
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         text = self._text.decode(chunk)
