@@ -45,10 +45,14 @@ async def check_channel_layer(wait_seconds: float = 2.0) -> dict[str, Any]:
     return {"ok": received.get("nonce") == probe["nonce"], "backend": backend}
 
 
-def _relay_backlog_sync() -> tuple[dict[str, int], int]:
+def _relay_backlog_sync() -> tuple[dict[str, int], int, int]:
     from sessions_monitor import selectors
 
-    return selectors.links_by_state(), len(selectors.watched_sessions_to_follow())
+    return (
+        selectors.links_by_state(),
+        selectors.watched_count(),
+        len(selectors.watched_sessions_to_follow()),
+    )
 
 
 async def check_relay() -> dict[str, Any]:
@@ -61,10 +65,10 @@ async def check_relay() -> dict[str, Any]:
     from sessions_monitor.relay.worker import current_relay
 
     try:
-        links, backlog = await database_sync_to_async(_relay_backlog_sync)()
+        links, watched, backlog = await database_sync_to_async(_relay_backlog_sync)()
     except Exception as exc:
         return {"ok": False, "error": type(exc).__name__}
-    report: dict[str, Any] = {"sessions_watched": sum(links.values()), "links": links}
+    report: dict[str, Any] = {"sessions_watched": watched, "links": links}
     relay = current_relay()
     if relay is not None:
         healthy = relay.running and relay.loops_alive()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, Q
 
 from sessions_monitor.models import (
     TERMINAL_STATUSES,
@@ -152,10 +152,15 @@ def watched_sessions_to_follow() -> list[str]:
 
 
 def links_by_state() -> dict[str, int]:
+    """Upstream links by state: every watched session, and any other with a link state."""
     rows = (
-        MeetingSession.objects.filter(watched=True)
+        MeetingSession.objects.filter(Q(watched=True) | ~Q(stream_state=StreamState.IDLE))
         .values("stream_state")
         .annotate(count=Count("pk"))
         .order_by()
     )
     return {row["stream_state"]: row["count"] for row in rows}
+
+
+def watched_count() -> int:
+    return MeetingSession.objects.filter(watched=True).count()

@@ -149,6 +149,19 @@ async def test_it_stores_a_session_exactly_once_in_upstream_order(relay, simulat
     subscription.close()
 
 
+def drain(subscription) -> list[tuple[str, str, str, str]]:
+    """What a hub subscriber received, restricted to the upstream-contract kinds."""
+    received = []
+    while (message := subscription.get_nowait()) is not None:
+        assert message.kind == "event", message
+        received.append(message.data)
+    return [
+        (e["kind"], e["status"], e["previous_status"], e["participant_name"])
+        for e in received
+        if e["kind"] in ("status", "joined", "left", "close")
+    ]
+
+
 async def _ended(relay: Relay, session_id: str) -> bool:
     row = await session_row(session_id)
     return not relay.is_following(session_id) and row is not None and row.stream_state == "ended"
@@ -160,12 +173,16 @@ async def test_it_reconnects_after_a_drop_without_loss_or_duplicates(
     session_id = sid()
     simulator_server.control.create_session(session_id=session_id, manual=True)
     simulator_server.control.set_faults(session_id, drop_after_events=3)
+    subscriptions = [await Hub().subscribe(session_id) for _ in range(3)]
     await relay.watch(session_id)
 
     await play(simulator_server, session_id, SCRIPT)
     await eventually(lambda: _ended(relay, session_id))
 
     assert await history(session_id) == EXPECTED
+    for subscription in subscriptions:
+        assert drain(subscription) == EXPECTED
+        subscription.close()
     stats = simulator_server.control.stats()
     assert stats["stream_connections_total"][session_id] >= 3
     notes = await database_sync_to_async(
@@ -181,6 +198,7 @@ async def test_it_reconnects_after_a_drop_without_loss_or_duplicates(
 async def test_it_replaces_a_silent_stall_within_the_stall_timeout(relay, simulator_server) -> None:
     session_id = sid()
     simulator_server.control.create_session(session_id=session_id, manual=True)
+    subscription = await Hub().subscribe(session_id)
     await relay.watch(session_id)
     await play(simulator_server, session_id, SCRIPT[:2])
 
@@ -202,6 +220,8 @@ async def test_it_replaces_a_silent_stall_within_the_stall_timeout(relay, simula
     expected = [*EXPECTED[:3], ("status", "recording", "active", ""), *EXPECTED[3:]]
     expected[-2] = ("status", "completed", "recording", "")
     assert await history(session_id) == expected
+    assert drain(subscription) == expected
+    subscription.close()
 
 
 async def test_a_permanent_upstream_error_is_stored_and_not_retried(
@@ -295,3 +315,48 @@ async def test_stop_ends_every_task(relay, simulator_server) -> None:
             lambda: sum(simulator_server.control.stats()["open_streams"].values()) == 0
         )
     )
+
+
+async def test_healthz_reports_the_relay_and_fails_when_it_is_broken(
+    relay, simulator_server
+) -> None:
+    from django.test import AsyncClient
+
+    session_id = sid()
+    simulator_server.control.create_session(session_id=session_id, manual=True)
+    await relay.watch(session_id)
+    await eventually(lambda: _state_is(session_id, StreamState.LIVE))
+
+    response = await AsyncClient().get("/healthz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["relay"]["running"] is True
+    assert body["relay"]["mode"] == "embedded"
+    assert body["relay"]["following"] == 1
+    assert body["relay"]["links"] == {"live": 1}
+
+    relay._loops[0].cancel()  # the watch-request listener dies
+    await asyncio.gather(relay._loops[0], return_exceptions=True)
+    response = await AsyncClient().get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["relay"]["ok"] is False
+
+
+async def test_healthz_fails_when_watched_sessions_have_no_relay() -> None:
+    from django.test import AsyncClient
+
+    from sessions_monitor.relay.worker import current_relay
+
+    assert current_relay() is None
+    ok = await AsyncClient().get("/healthz")
+    assert ok.status_code == 200, ok.json()
+    await database_sync_to_async(services.mark_watched)(sid())
+    response = await AsyncClient().get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["relay"] == {
+        "ok": False,
+        "mode": "none",
+        "running": False,
+        "sessions_watched": 1,
+        "links": {"idle": 1},
+    }

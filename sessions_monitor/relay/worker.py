@@ -62,7 +62,7 @@ class Relay:
         leases: Leases | None = None,
         discovery_seconds: float | None = None,
         stall_seconds: float | None = None,
-        rescan_seconds: float = 5.0,
+        rescan_seconds: float | None = None,
         backoff: BackoffPolicy | None = None,
         client: MeetingBuddyClient | None = None,
         mode: str = "embedded",
@@ -78,7 +78,9 @@ class Relay:
         self.stall_seconds = (
             settings.MEETINGDASH_UPSTREAM_STALL_SECONDS if stall_seconds is None else stall_seconds
         )
-        self.rescan_seconds = rescan_seconds
+        self.rescan_seconds = (
+            settings.MEETINGDASH_RELAY_RESCAN_SECONDS if rescan_seconds is None else rescan_seconds
+        )
         self.backoff = backoff or BackoffPolicy(initial=0.5, cap=30.0)
         self.mode = mode
         self._client = client
@@ -343,6 +345,10 @@ def build_scaled_relay(*, upstream_url: str, redis_url: str) -> Relay:
     return Relay(
         upstream_url=upstream_url,
         token=settings.MEETINGBUDDY_API_TOKEN,
-        leases=RedisLeases(redis_url, prefix=channel_prefix()),
+        leases=RedisLeases(
+            redis_url,
+            prefix=channel_prefix(),
+            ttl_seconds=settings.MEETINGDASH_RELAY_LEASE_SECONDS,
+        ),
         mode="scaled",
     )
