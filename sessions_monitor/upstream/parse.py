@@ -214,20 +214,19 @@ def parse_event(sse: ServerSentEvent) -> UpstreamEvent:
     return parse_status_payload(payload, sse.data, event_id)
 
 
+_TYPE_LABELS: dict[type, str] = {
+    StatusChanged: "status",
+    ParticipantJoined: "participant_joined",
+    ParticipantLeft: "participant_left",
+    StreamClosed: "close",
+    Unparseable: "unparseable",
+}
+
+
 def event_type(event: UpstreamEvent) -> str:
     """A stable metric label for an event."""
-    if isinstance(event, StatusChanged):
-        return "status"
-    if isinstance(event, ParticipantJoined):
-        return "participant_joined"
-    if isinstance(event, ParticipantLeft):
-        return "participant_left"
-    if isinstance(event, StreamClosed):
-        return "close"
-    return "unparseable"
+    return _TYPE_LABELS[type(event)]
 
 
 def event_session_id(event: UpstreamEvent) -> str | None:
-    if isinstance(event, StatusChanged | ParticipantJoined | ParticipantLeft):
-        return event.session_id
-    return None
+    return getattr(event, "session_id", None)
