@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -29,6 +30,7 @@ from sessions_monitor import selectors, services, tokens
 from sessions_monitor.hub import HubMessage, Subscription, get_hub
 from sessions_monitor.models import EventKind
 from sessions_monitor.selectors import STREAMED_KINDS, StreamStart, isoformat
+from sessions_monitor.upstream import MeetingBuddyClient, SessionNotFound, UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -158,17 +160,46 @@ async def authenticated(scope: Scope) -> bool:
     return bool(user is not None and user.is_authenticated)
 
 
-async def known_upstream(session_id: str) -> bool | None:
-    """Ask the upstream the relay follows: True/False, or None when it cannot tell."""
-    from sessions_monitor.relay.worker import upstream_url
-    from sessions_monitor.upstream import MeetingBuddyClient, SessionNotFound, UpstreamError
+_lookups: dict[str, asyncio.Future[bool | None]] = {}
+_lookup_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MeetingBuddyClient] = (
+    weakref.WeakKeyDictionary()
+)
 
-    url = upstream_url()
-    if not url:
+
+def _lookup_client() -> MeetingBuddyClient | None:
+    """The relay's client when it runs here, else one per event loop (never one per
+    request: each httpx client builds its own TLS context, megabytes apiece)."""
+    from sessions_monitor.relay.worker import current_relay, upstream_url
+
+    relay = current_relay()
+    if relay is not None and relay.running:
+        return relay.client
+    loop = asyncio.get_running_loop()
+    client = _lookup_clients.get(loop)
+    if client is None:
+        url = upstream_url()
+        if not url:
+            return None
+        client = _lookup_clients[loop] = MeetingBuddyClient(url, settings.MEETINGBUDDY_API_TOKEN)
+    return client
+
+
+async def known_upstream(session_id: str) -> bool | None:
+    """Ask the upstream whether it knows a session: True/False, or None when it cannot tell.
+    Concurrent first subscribers of one session share a single request."""
+    pending = _lookups.get(session_id)
+    if pending is None:
+        pending = _lookups[session_id] = asyncio.ensure_future(_ask_upstream(session_id))
+        pending.add_done_callback(lambda _: _lookups.pop(session_id, None))
+    return await asyncio.shield(pending)
+
+
+async def _ask_upstream(session_id: str) -> bool | None:
+    client = _lookup_client()
+    if client is None:
         return False
     try:
-        async with MeetingBuddyClient(url, settings.MEETINGBUDDY_API_TOKEN) as client:
-            upstream = await client.get_session(session_id)
+        upstream = await client.get_session(session_id)
     except SessionNotFound:
         return False
     except UpstreamError as exc:
@@ -194,8 +225,10 @@ class _Writer:
         self.send = send
         self.session_id = session_id
         self.last_seq = 0
+        self.last_write = 0.0
 
     async def write(self, chunk: bytes) -> None:
+        self.last_write = asyncio.get_running_loop().time()
         await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def history(self, events: Iterable[dict[str, Any]]) -> bool:
@@ -215,13 +248,10 @@ class _Writer:
             await self.write(b"".join(frames))
         return closed
 
-    async def live(self, subscription: Subscription, keepalive: float) -> None:
+    async def live(self, subscription: Subscription) -> None:
         while True:
             try:
-                message = await asyncio.wait_for(subscription.get(), keepalive)
-            except TimeoutError:
-                await self.write(KEEPALIVE)
-                continue
+                message = await subscription.get()
             except StopAsyncIteration:
                 return
             if message.kind == "resync":
@@ -307,14 +337,29 @@ async def _serve(
             await writer.write(SYNTHETIC_CLOSE)
             return
         await writer.write(KEEPALIVE)  # flush headers at once for clients that wait on bytes
-        await writer.live(subscription, settings.MEETINGDASH_KEEPALIVE_SECONDS)
+        await writer.live(subscription)
 
-    async def disconnected() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+    async def disconnect_or_keepalive() -> None:
+        """Wait for the client to go; write `: keepalive` whenever the stream was quiet
+        for the interval. Here, not around each `subscription.get()`, so a delivery costs
+        no timer."""
+        keepalive = settings.MEETINGDASH_KEEPALIVE_SECONDS
+        loop = asyncio.get_running_loop()
+        while True:
+            quiet_for = loop.time() - writer.last_write
+            if quiet_for >= keepalive:
+                await writer.write(KEEPALIVE)
+                continue
+            try:
+                async with asyncio.timeout(keepalive - quiet_for):
+                    message = await receive()
+            except TimeoutError:
+                continue
+            if message["type"] == "http.disconnect":
+                return
 
     writing = asyncio.create_task(stream())
-    watching = asyncio.create_task(disconnected())
+    watching = asyncio.create_task(disconnect_or_keepalive())
     try:
         await asyncio.wait({writing, watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -1,0 +1,433 @@
+"""Fan-out benchmark: our stream on one `serve` process vs a bare asyncio SSE server.
+
+    python bench/fanout.py [--subscribers 100 1000] [--events 12] [--interval 0.5]
+
+For each target and each N, in this same run:
+1. start the target server (a child process); for MeetingDash also a simulator process
+   (the upstream) and a temp SQLite database, so the path measured is the real one:
+   simulator → relay (httpx) → SQLite → channel layer → hub → N SSE responses;
+2. a separate load-client process (raw asyncio sockets, one regex per read) opens N
+   subscriptions and reports when all got their response headers;
+3. the server's RSS is sampled idle and with the N subscribers (KB per idle subscriber);
+4. `--events` events are published `--interval` s apart (MeetingDash: a participant join
+   emitted on the simulator; baseline: POST /publish); each publish's monotonic time is
+   kept, each receipt's too (CLOCK_MONOTONIC is system-wide), per subscriber;
+5. printed: p50 / p99 publish → receipt, events lost (missing or duplicated deliveries),
+   server CPU µs per delivery (user+sys over the publish window / deliveries), KB per
+   idle subscriber.
+
+MeetingDash's latency includes the upstream hop and the SQLite write per event (stored
+before broadcast), which the baseline does not have: that is the cost of the product.
+Client and servers share the machine's cores, so compare ratios, not absolutes.
+
+To add a row (e.g. the dashboard's live channel), write a `Target` with `start()` returning
+a running `TargetProcess` (pid, subscribe request bytes, publish callable) and add it to
+`TARGETS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+MARK = re.compile(rb'"participant_name":"p(\d+)"')
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- process measurements ---------------------------------------------------------------------
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@contextlib.contextmanager
+def child(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
+
+
+# -- targets ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TargetProcess:
+    pid: int
+    host: str
+    port: int
+    request: bytes  # the raw HTTP request one subscriber sends
+    publish: Callable[[int], None]  # publish event k (its payload carries "p<k>")
+
+
+class MeetingDashStream:
+    """Our stream on one `serve` process (embedded relay, SQLite, simulator upstream)."""
+
+    name = "MeetingDash /v1/.../stream (serve, daphne)"
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[TargetProcess]:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
+        sim_port, port = free_port(), free_port()
+        session_id = f"mbsess_bench{uuid.uuid4().hex[:8]}"
+        with child(
+            [
+                "manage.py",
+                "simulate_upstream",
+                "--port",
+                str(sim_port),
+                "--sessions",
+                "0",
+                "--no-arrivals",
+                "--control",
+                "--keepalive",
+                "15",
+            ]
+        ):
+            sim = f"http://127.0.0.1:{sim_port}"
+            wait_http(sim + "/_control/stats")
+            env = {
+                "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+                "REDIS_URL": "",
+                "MEETINGBUDDY_API_URL": sim,
+                "MEETINGDASH_DISCOVERY_SECONDS": "0",
+                "DJANGO_DEBUG": "0",
+                "DJANGO_SECRET_KEY": "bench-" + uuid.uuid4().hex,
+                "DJANGO_SECURE_SSL_REDIRECT": "0",
+                "DJANGO_LOG_LEVEL": "WARNING",
+            }
+            full_env = {**os.environ, **env}
+
+            def run(*args: str) -> str:
+                return subprocess.run(
+                    [sys.executable, "manage.py", *args],
+                    cwd=ROOT,
+                    env=full_env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+
+            run("migrate", "--noinput", "-v", "0")
+            run(
+                "shell",
+                "-c",
+                "from django.contrib.auth.models import User; User.objects.create_user('bench')",
+            )
+            token = run("create_api_token", "bench").strip().split()[-1]
+            httpx.post(
+                sim + "/_control/sessions", json={"session_id": session_id, "manual": True}
+            ).raise_for_status()
+            with child(["manage.py", "serve", "--port", str(port)], env) as server:
+                wait_http(f"http://127.0.0.1:{port}/healthz")
+                # Warm-up: one subscription makes the session known, watched and followed,
+                # so the idle RSS below excludes one-time costs (imports, relay task, feed).
+                with httpx.stream(
+                    "GET",
+                    f"http://127.0.0.1:{port}/v1/meeting-buddy/sessions/{session_id}/stream",
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=10,
+                ) as warm:
+                    assert warm.status_code == 200, warm.read()
+                    next(warm.iter_bytes())
+                control = httpx.Client(base_url=sim, timeout=10)
+
+                def publish(k: int) -> None:
+                    control.post(
+                        f"/_control/sessions/{session_id}/emit", json={"join": f"p{k}"}
+                    ).raise_for_status()
+
+                request = (
+                    f"GET /v1/meeting-buddy/sessions/{session_id}/stream HTTP/1.1\r\n"
+                    f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+                    "Accept: text/event-stream\r\n\r\n"
+                ).encode()
+                try:
+                    yield TargetProcess(server.pid, "127.0.0.1", port, request, publish)
+                finally:
+                    control.close()
+
+
+class BareAsyncio:
+    """The floor: a raw asyncio server, one writer list, no framework."""
+
+    name = "bare asyncio SSE server (baseline)"
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[TargetProcess]:
+        port = free_port()
+        with child([str(Path(__file__)), "--baseline-server", str(port)]) as server:
+            wait_http(f"http://127.0.0.1:{port}/ready")
+            control = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+            def publish(k: int) -> None:
+                control.post(f"/publish?k={k}").raise_for_status()
+
+            request = f"GET /stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+            try:
+                yield TargetProcess(server.pid, "127.0.0.1", port, request, publish)
+            finally:
+                control.close()
+
+
+TARGETS: list[Any] = [BareAsyncio(), MeetingDashStream()]
+
+
+async def baseline_server(port: int) -> None:
+    writers: set[asyncio.StreamWriter] = set()
+    headers = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+        b"transfer-encoding: chunked\r\n\r\n"
+    )
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        line = request.split(b"\r\n", 1)[0]
+        if line.startswith(b"GET /stream"):
+            writer.write(headers)
+            writers.add(writer)
+            with contextlib.suppress(Exception):
+                await reader.read()
+            writers.discard(writer)
+            return
+        if line.startswith(b"POST /publish"):
+            k = int(line.split(b"k=")[1].split()[0])
+            data = json.dumps(
+                {
+                    "session_id": "mbsess_bench",
+                    "participant_name": f"p{k}",
+                    "event": "joined",
+                    "timestamp": "2026-01-01T00:00:00Z",
+                },
+                separators=(",", ":"),
+            ).encode()
+            frame = b"id: %d\nevent: status\ndata: %s\n\n" % (k, data)
+            chunk = b"%x\r\n%s\r\n" % (len(frame), frame)
+            for target in tuple(writers):
+                target.write(chunk)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+# -- load client (a separate process) ---------------------------------------------------------
+
+
+async def load_client(host: str, port: int, request: bytes, n: int, events: int) -> None:
+    """Open n subscriptions; print READY; record receipts; print them as JSON at the end."""
+    receipts: list[dict[int, list[int]]] = [{} for _ in range(n)]
+    connected = 0
+    all_connected = asyncio.Event()
+    done = asyncio.Event()
+    finished = 0
+
+    async def subscriber(index: int) -> None:
+        nonlocal connected, finished
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(head.decode(errors="replace"))
+        connected += 1
+        if connected == n:
+            all_connected.set()
+        mine = receipts[index]
+        tail = b""
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            now = time.monotonic_ns()
+            data = tail + chunk
+            end = 0
+            for match in MARK.finditer(data):
+                mine.setdefault(int(match.group(1)), []).append(now)
+                end = match.end()
+            tail = data[max(end, len(data) - 64) :]
+            if len(mine) >= events and index not in seen_all:
+                seen_all.add(index)
+                finished += 1
+                if finished == n:
+                    done.set()
+        writer.close()
+
+    seen_all: set[int] = set()
+    tasks = []
+    for index in range(n):
+        tasks.append(asyncio.create_task(subscriber(index)))
+        if index % 50 == 49:
+            await asyncio.sleep(0.05)  # do not SYN-flood the accept queue
+    await asyncio.wait_for(all_connected.wait(), 120)
+    print("READY", flush=True)
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    deadline = float(line.strip() or "10")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), deadline)
+    for task in tasks:
+        task.cancel()
+    print(json.dumps([{str(k): v for k, v in r.items()} for r in receipts]), flush=True)
+
+
+# -- one run ----------------------------------------------------------------------------------
+
+
+def measure(target: Any, n: int, events: int, interval: float) -> dict[str, Any]:
+    with target.start() as running:
+        time.sleep(1.0)
+        idle_kb = rss_kb(running.pid)
+        client = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__)),
+                "--load-client",
+                running.host,
+                str(running.port),
+                str(n),
+                str(events),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        env_request = running.request.decode()
+        client.stdin.write(env_request.replace("\r\n", "\\r\\n") + "\n")  # type: ignore[union-attr]
+        client.stdin.flush()  # type: ignore[union-attr]
+        assert client.stdout.readline().strip() == "READY"  # type: ignore[union-attr]
+        time.sleep(1.0)
+        loaded_kb = rss_kb(running.pid)
+        cpu_before = cpu_seconds(running.pid)
+        published: dict[int, int] = {}
+        for k in range(1, events + 1):
+            published[k] = time.monotonic_ns()
+            running.publish(k)
+            time.sleep(interval)
+        client.stdin.write("10\n")  # type: ignore[union-attr]
+        client.stdin.flush()  # type: ignore[union-attr]
+        receipts = json.loads(client.stdout.readline())  # type: ignore[union-attr]
+        cpu_after = cpu_seconds(running.pid)
+        client.wait(30)
+    latencies = []
+    lost = duplicated = 0
+    for subscriber in receipts:
+        for k in range(1, events + 1):
+            times = subscriber.get(str(k), [])
+            if not times:
+                lost += 1
+                continue
+            duplicated += len(times) - 1
+            latencies.append((times[0] - published[k]) / 1e6)
+    deliveries = len(latencies)
+    latencies.sort()
+    return {
+        "target": target.name,
+        "n": n,
+        "p50_ms": statistics.median(latencies) if latencies else float("nan"),
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        if latencies
+        else float("nan"),
+        "lost": lost,
+        "duplicated": duplicated,
+        "cpu_us_per_delivery": (cpu_after - cpu_before) * 1e6 / max(1, deliveries),
+        "kb_per_subscriber": (loaded_kb - idle_kb) / n,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--events", type=int, default=12)
+    parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--load-client", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_server:
+        asyncio.run(baseline_server(args.baseline_server))
+        return
+    if args.load_client:
+        host, port, n, events = args.load_client
+        request = sys.stdin.readline().rstrip("\n").replace("\\r\\n", "\r\n").encode()
+        asyncio.run(load_client(host, int(port), request, int(n), int(events)))
+        return
+    print(
+        f"{'target':<44} {'N':>5} {'p50 ms':>8} {'p99 ms':>8} {'lost':>5} {'dup':>4} {'CPU µs/deliv':>12} {'KB/sub':>7}"
+    )
+    for n in args.subscribers:
+        for target in TARGETS:
+            r = measure(target, n, args.events, args.interval)
+            print(
+                f"{r['target']:<44} {r['n']:>5} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['lost']:>5}"
+                f" {r['duplicated']:>4} {r['cpu_us_per_delivery']:>12.0f} {r['kb_per_subscriber']:>7.1f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
