@@ -609,3 +609,13 @@ async def test_a_healthy_connection_resets_the_backoff() -> None:
         i.retry_in for i in items if isinstance(i, LinkState) and i.state is LinkStateName.RETRYING
     ]
     assert len(waits) == 3 and all(w is not None and w <= 0.01 for w in waits)
+
+
+async def test_a_tiny_retry_is_clamped_to_a_sane_floor() -> None:
+    script = Script(
+        sse(b"retry: 1\n\n" + status_line("active")), sse(status_line("completed") + CLOSE)
+    )
+    async with mock_client(script) as client:
+        items = await follow_all(client)
+    [wait] = [i.retry_in for i in items if isinstance(i, LinkState) and i.retry_in is not None]
+    assert wait is not None and 0.5 <= wait <= 0.5 + FAST.cap
