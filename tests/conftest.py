@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +33,45 @@ def chromium() -> Iterator[Any]:
             executable_path=CHROMIUM_PATH, headless=True, args=CHROMIUM_ARGS
         )
         yield browser
+        # Playwright's sync API needs its own loop marked as running while it works;
+        # the hooks below may have unmarked it (when the last test was not a browser test).
+        asyncio._set_running_loop(browser._loop)
         browser.close()
+
+
+@contextlib.contextmanager
+def _without_playwright_loop(item: pytest.Item) -> Iterator[None]:
+    """Playwright's sync API leaves its loop marked as running in this thread between calls,
+    which makes every later asyncio.run()/pytest-asyncio test fail with "cannot be called from
+    a running event loop". Unmark it around each non-browser test, restore it afterwards."""
+    saved = asyncio._get_running_loop()
+    uses_browser = "chromium" in getattr(item, "fixturenames", ())
+    if saved is None or uses_browser or item.get_closest_marker("browser") is not None:
+        yield
+        return
+    asyncio._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio._set_running_loop(saved)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _without_playwright_loop(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _without_playwright_loop(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    with _without_playwright_loop(item):
+        yield
 
 
 @pytest.fixture(scope="session")

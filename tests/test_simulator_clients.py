@@ -12,15 +12,15 @@ import pytest
 import requests
 
 from tests.conftest import SimulatorServer, _simulator_server
-from tests.simulator_helpers import events, new_session_id
+from tests.simulator_helpers import events, new_session_id, wait_until
 
-SCRIPT: list[dict[str, Any]] = [
-    {"after": 0.3, "status": "joining"},
-    {"after": 0.2, "status": "active"},
-    {"after": 0.2, "join": "Zoë Müller"},
-    {"after": 0.2, "join": "李雷"},
-    {"after": 0.2, "leave": "Zoë Müller"},
-    {"after": 0.2, "status": "completed"},
+STEPS: list[dict[str, Any]] = [
+    {"status": "joining"},
+    {"status": "active"},
+    {"join": "Zoë Müller"},
+    {"join": "李雷"},
+    {"leave": "Zoë Müller"},
+    {"status": "completed"},
 ]
 EXPECTED = ["joining", "active", "joined", "joined", "left", "completed", "session_ended"]
 
@@ -30,8 +30,14 @@ def token_sim() -> Iterator[SimulatorServer]:
     yield from _simulator_server(token="test-token")
 
 
-def scripted_session(sim: SimulatorServer) -> str:
-    return str(sim.control.create_session(session_id=new_session_id(), script=SCRIPT)["session_id"])
+def manual_session(sim: SimulatorServer) -> str:
+    return str(sim.control.create_session(session_id=new_session_id(), manual=True)["session_id"])
+
+
+def play(sim: SimulatorServer, session_id: str) -> None:
+    """Once the client is subscribed (it has the current status), the meeting happens."""
+    for step in STEPS:
+        sim.control.emit(session_id, **step)
 
 
 def summary(received: list[dict[str, Any]]) -> list[str]:
@@ -44,21 +50,24 @@ def test_curl_reads_the_stream_to_close(token_sim: SimulatorServer) -> None:
     curl = shutil.which("curl")
     if curl is None:
         pytest.skip("curl is not installed")
-    sid = scripted_session(token_sim)
-    result = subprocess.run(
+    sid = manual_session(token_sim)
+    with subprocess.Popen(
         [curl, "-N", "-sS", "-H", "Authorization: Bearer test-token", token_sim.stream_url(sid)],
-        capture_output=True,
-        timeout=30,
-        check=True,
-    )
-    received = events(result.stdout)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as curl_process:
+        wait_until(lambda: token_sim.control.stats()["open_streams"].get(sid) == 1)
+        play(token_sim, sid)
+        stdout, stderr = curl_process.communicate(timeout=30)
+    assert curl_process.returncode == 0, stderr
+    received = events(stdout)
     assert summary([e.json() for e in received]) == EXPECTED
     assert received[-1].event == "close"
-    assert result.stdout.endswith(b'event: close\ndata: {"reason":"session_ended"}\n\n')
+    assert stdout.endswith(b'event: close\ndata: {"reason":"session_ended"}\n\n')
 
 
 def test_python_requests_iter_lines_loop(token_sim: SimulatorServer) -> None:
-    sid = scripted_session(token_sim)
+    sid = manual_session(token_sim)
     received: list[dict[str, Any]] = []
     event_type = None
     with requests.get(
@@ -76,6 +85,8 @@ def test_python_requests_iter_lines_loop(token_sim: SimulatorServer) -> None:
                 event_type = line.removeprefix("event: ")
             elif line.startswith("data: "):
                 received.append(json.loads(line.removeprefix("data: ")))
+                if len(received) == 1:
+                    play(token_sim, sid)
                 if event_type == "close":
                     break
     assert summary(received) == EXPECTED
@@ -86,10 +97,12 @@ def test_python_requests_iter_lines_loop(token_sim: SimulatorServer) -> None:
 def test_browser_eventsource_reads_the_stream_to_close(
     chromium: Any, simulator_server: SimulatorServer
 ) -> None:
-    sid = scripted_session(simulator_server)
+    sid = manual_session(simulator_server)
     page = chromium.new_page()
     try:
         page.goto(simulator_server.url(f"/_control/eventsource-probe?session_id={sid}"))
+        page.wait_for_selector("#events li", timeout=20_000)
+        play(simulator_server, sid)
         page.wait_for_selector("body[data-state=closed]", timeout=20_000)
         items = page.eval_on_selector_all(
             "#events li", "els => els.map(e => [e.dataset.event, e.textContent])"

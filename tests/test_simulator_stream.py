@@ -334,3 +334,22 @@ def test_global_faults_apply_to_every_session_and_reset(sim: SimulatorServer) ->
     with open_stream(sim, first) as stream:
         assert stream.headers["content-type"] == "text/event-stream"
         assert stream.read_frames(1)[0].event == "status"
+
+
+def test_retry_field_first_when_asked(sim: SimulatorServer) -> None:
+    sid = manual_session(sim)
+    sim.control.set_faults(sid, retry_ms=1500)
+    with open_stream(sim, sid) as stream:
+        stream.read_frames(2)
+    assert stream.body.startswith(b"retry: 1500\n\nevent: status\n")
+
+
+def test_ended_sessions_can_answer_404_instead(sim: SimulatorServer) -> None:
+    sid = manual_session(sim, {"status": "completed"})
+    running = manual_session(sim)
+    sim.control.set_faults(ended_as_404=True)
+    response = httpx.get(sim.stream_url(sid))
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "SESSION_NOT_FOUND"
+    with open_stream(sim, running) as stream:
+        assert stream.status == 200, "running sessions still stream"

@@ -18,6 +18,8 @@ FAULT_KNOBS = (
     "line_ending",
     "send_ids",
     "wrong_content_type_next",
+    "retry_ms",
+    "ended_as_404",
 )
 
 

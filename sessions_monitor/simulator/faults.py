@@ -26,6 +26,8 @@ FAULT_FIELDS = (
     "line_ending",
     "send_ids",
     "wrong_content_type_next",
+    "retry_ms",
+    "ended_as_404",
 )
 
 
@@ -51,6 +53,8 @@ class FaultState:
     line_ending: LineEnding = "lf"
     send_ids: bool = False
     wrong_content_type_next: int = 0
+    retry_ms: int | None = None  # send `retry: N` first on every connection
+    ended_as_404: bool = False  # ended sessions answer 404 instead of final status + close
 
     def update(self, knobs: Mapping[str, Any]) -> None:
         """Apply control-API knobs; raises ValueError on anything malformed."""
@@ -79,10 +83,13 @@ class FaultState:
             if knobs["line_ending"] not in NEWLINES:
                 raise ValueError("'line_ending' must be one of lf, crlf, cr")
             self.line_ending = cast(LineEnding, knobs["line_ending"])
-        if "send_ids" in knobs:
-            if not isinstance(knobs["send_ids"], bool):
-                raise ValueError("'send_ids' must be true or false")
-            self.send_ids = knobs["send_ids"]
+        for flag in ("send_ids", "ended_as_404"):
+            if flag in knobs:
+                if not isinstance(knobs[flag], bool):
+                    raise ValueError(f"'{flag}' must be true or false")
+                setattr(self, flag, knobs[flag])
+        if "retry_ms" in knobs:
+            self.retry_ms = _optional_int(knobs, "retry_ms", minimum=0)
 
     def _set_stall(self, stall: Any) -> None:
         if stall is None:
@@ -158,6 +165,8 @@ class FaultState:
             "line_ending": self.line_ending,
             "send_ids": self.send_ids,
             "wrong_content_type_next": self.wrong_content_type_next,
+            "retry_ms": self.retry_ms,
+            "ended_as_404": self.ended_as_404,
         }
 
 

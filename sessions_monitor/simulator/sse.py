@@ -48,3 +48,8 @@ def split_chunks(payload: bytes, size: int | None) -> Iterator[bytes]:
         return
     for start in range(0, len(payload), size):
         yield payload[start : start + size]
+
+
+def encode_retry(milliseconds: int, *, line_ending: LineEnding = "lf") -> bytes:
+    newline = NEWLINES[line_ending]
+    return f"retry: {milliseconds}{newline}{newline}".encode()

@@ -16,7 +16,7 @@ from .faults import FaultState
 from .http import Receive, Send, error_response
 from .model import StreamEvent
 from .scenarios import format_timestamp
-from .sse import compact_json, encode_comment, encode_event, split_chunks
+from .sse import compact_json, encode_comment, encode_event, encode_retry, split_chunks
 
 if TYPE_CHECKING:
     from .core import Simulator, Subscription
@@ -113,6 +113,13 @@ async def serve_stream(
         await send({"type": "http.response.body", "body": WRONG_CONTENT_TYPE_BODY})
         return
 
+    session = simulator.get(session_id)
+    if session is not None and session.is_terminal and faults.ended_as_404:
+        await error_response(404, "SESSION_NOT_FOUND", details={"session_id": session_id}).send(
+            send
+        )
+        return
+
     subscription = simulator.subscribe(session_id, last_event_id=last_event_id)
     simulator.stats.open_streams[session_id] += 1
     disconnected = asyncio.Event()
@@ -140,6 +147,9 @@ async def _pump(
     subscription: Subscription,
     disconnected: asyncio.Event,
 ) -> None:
+    faults = writer.faults
+    if faults.retry_ms is not None:
+        await writer.write(encode_retry(faults.retry_ms, line_ending=faults.line_ending))
     for event in subscription.initial:
         if not await writer.event(event) or event.name == "close":
             return
