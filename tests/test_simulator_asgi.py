@@ -7,6 +7,7 @@ contract daphne uses; everything socket-level is covered in test_simulator_strea
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -133,3 +134,17 @@ async def test_async_control_client(simulator_server: SimulatorServer) -> None:
         assert (await control.faults())["sessions"] == {}
         stats = await control.stats()
         assert stats["stream_connections_total"] == {}
+
+
+async def test_an_unexpected_error_is_a_500_envelope(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(Simulator):
+        def sessions(self, *, status: str | None = None, search: str | None = None) -> Any:
+            raise RuntimeError("boom")
+
+    sim = Broken(initial_sessions=0, arrivals=False)
+    client = Client()
+    await sim.asgi_app(scope("/v1/meeting-buddy/sessions"), client.receive, client.send)
+    assert client.sent[0]["status"] == 500
+    error = json.loads(client.body)["error"]
+    assert (error["code"], error["type"]) == ("INTERNAL_SERVER_ERROR", "server_error")
+    assert "boom" in caplog.text

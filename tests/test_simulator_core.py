@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from sessions_monitor.simulator import Simulator
-from sessions_monitor.simulator.core import SessionConflict, Subscription
+from sessions_monitor.simulator.core import Subscription
 from sessions_monitor.simulator.faults import Faults, FaultState
-from sessions_monitor.simulator.model import StreamEvent
+from sessions_monitor.simulator.model import SessionConflict, StreamEvent
 from sessions_monitor.simulator.scenarios import Step
 
 SESSION_FIELDS = {

@@ -7,18 +7,31 @@ List response shape (the SDK's, §5.2): `{"sessions": [...], "total", "page", "p
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .http import Receive, Request, Response, Scope, Send, error_response, json_response
+from .http import (
+    Message,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    error_response,
+    json_response,
+)
+from .model import SessionConflict, valid_session_id
 from .scenarios import PLATFORMS, Step, detect_platform, step_from_dict
 from .stream import serve_stream
 
 if TYPE_CHECKING:
     from .core import Simulator
+
+logger = logging.getLogger("meetingdash.simulator")
 
 Handler = Callable[..., Awaitable["Response | None"]]
 
@@ -74,7 +87,20 @@ class SimulatorApp:
                 await send({"type": "websocket.close", "code": 1000})
             return
         request = Request(scope, receive)
-        response = await self.dispatch(request, send)
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            response = await self.dispatch(request, tracking_send)
+        except Exception:
+            logger.exception("simulator: %s %s failed", request.method, request.path)
+            if started:
+                raise
+            response = error_response(500, "INTERNAL_SERVER_ERROR")
         if response is not None:
             await response.send(send)
 
@@ -100,13 +126,10 @@ class SimulatorApp:
                 return denied
         params = match.groupdict()
         session_id = params.get("session_id")
-        if session_id is not None and not route.control:
-            from .core import valid_session_id
-
-            if not valid_session_id(session_id):
-                return error_response(
-                    422, "INVALID_SESSION_ID_FORMAT", details={"session_id": session_id}
-                )
+        if session_id is not None and not route.control and not valid_session_id(session_id):
+            return error_response(
+                422, "INVALID_SESSION_ID_FORMAT", details={"session_id": session_id}
+            )
         handler: Handler = getattr(self, name)
         if name == "stream":
             return await handler(request, send, **params)
@@ -223,8 +246,6 @@ class SimulatorApp:
     # -- control routes ----------------------------------------------------------------
 
     async def control_create(self, request: Request) -> Response:
-        from .core import SessionConflict
-
         try:
             body = await request.json() or {}
             if not isinstance(body, dict):
@@ -257,8 +278,6 @@ class SimulatorApp:
         return json_response(session.to_json(self.simulator.now()), 201)
 
     async def control_emit(self, request: Request, session_id: str) -> Response:
-        from .core import SessionConflict
-
         if self.simulator.get(session_id) is None:
             return _not_found(session_id)
         try:
@@ -298,8 +317,6 @@ class SimulatorApp:
         return json_response(self.simulator.stats.to_json())
 
     async def eventsource_probe(self, request: Request) -> Response:
-        from .core import valid_session_id
-
         session_id = request.query_value("session_id") or ""
         if not valid_session_id(session_id):
             return error_response(

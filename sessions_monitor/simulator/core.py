@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import random
-import re
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -19,19 +18,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .app import SimulatorApp
 from .faults import Faults
-from .model import CLOSE_DATA, SimSession, StreamEvent
+from .model import CLOSE_DATA, SessionConflict, SimSession, StreamEvent, valid_session_id
 from .scenarios import Scenario, Step, detect_platform, generate_scenario, session_id_for
 
 logger = logging.getLogger("meetingdash.simulator")
 
-SESSION_ID_RE = re.compile(r"mbsess_[A-Za-z0-9_-]{1,64}")
 ARRIVAL_MEAN_SECONDS = 20.0
 MAX_SESSIONS = 200
-
-
-def valid_session_id(value: str) -> bool:
-    return SESSION_ID_RE.fullmatch(value) is not None
 
 
 @dataclass(slots=True, eq=False)
@@ -59,10 +54,6 @@ class Stats:
             "open_streams": {sid: n for sid, n in self.open_streams.items() if n > 0},
             "requests_total": self.requests_total,
         }
-
-
-class SessionConflict(ValueError):
-    """The session id is already taken, or the session cannot take the step."""
 
 
 class Simulator:
@@ -107,8 +98,6 @@ class Simulator:
         self._next_arrival: float | None = None
         self._wake: asyncio.Event | None = None
         self._clock: asyncio.Task[None] | None = None
-        from .app import SimulatorApp
-
         self.asgi_app = SimulatorApp(self)
 
     @classmethod

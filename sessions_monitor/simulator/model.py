@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,8 +10,17 @@ from typing import Any
 
 from .scenarios import ACTIVE_SET, TERMINAL_STATUSES, Step, format_timestamp
 
+SESSION_ID_RE = re.compile(r"mbsess_[A-Za-z0-9_-]{1,64}")
 HISTORY_LIMIT = 1000
 CLOSE_DATA: dict[str, Any] = {"reason": "session_ended"}
+
+
+def valid_session_id(value: str) -> bool:
+    return SESSION_ID_RE.fullmatch(value) is not None
+
+
+class SessionConflict(ValueError):
+    """The session id is already taken, or the session cannot take the step."""
 
 
 @dataclass(frozen=True, slots=True)
