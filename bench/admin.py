@@ -59,6 +59,49 @@ HOSTS = {
     "webex": "acme.webex.com/meet",
 }
 BIG_SESSION_EVENTS = 10_000
+# The admin's prefix searches need these on PostgreSQL (see requests-to-RELAY.md).
+SEARCH_INDEXES = [
+    (
+        "presence_name_upper_like",
+        "sessions_monitor_presence",
+        'UPPER("participant_name"::text) text_pattern_ops',
+    ),
+    (
+        "event_participant_upper_like",
+        "sessions_monitor_sessionevent",
+        'UPPER("participant_name"::text) text_pattern_ops',
+    ),
+    (
+        "session_bot_name_upper_like",
+        "sessions_monitor_meetingsession",
+        'UPPER("bot_name"::text) text_pattern_ops',
+    ),
+    (
+        "session_meeting_link_like",
+        "sessions_monitor_meetingsession",
+        '"meeting_link" varchar_pattern_ops',
+    ),
+]
+
+
+def search_indexes_present() -> list[str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE indexname = ANY(%s)",
+            [[name for name, _, _ in SEARCH_INDEXES]],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def add_search_indexes() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for name, table, expression in SEARCH_INDEXES:
+            cursor.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{table}" ({expression})')
+        cursor.execute("ANALYZE")
 
 
 def parse_args() -> argparse.Namespace:
@@ -74,6 +117,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--reuse", action="store_true", help="measure an already seeded database")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--add-search-indexes",
+        action="store_true",
+        help="create the pattern-ops search indexes requested from RELAY if the migrations "
+        "do not (yet) create them (IF NOT EXISTS: a no-op once they do)",
+    )
     return parser.parse_args()
 
 
@@ -366,6 +415,9 @@ def main() -> None:
             with connection.cursor() as cursor:
                 cursor.execute("VACUUM ANALYZE")
             seeded = f"seeded {info['rows']} in {time.perf_counter() - started:.0f} s (COPY + VACUUM ANALYZE)"
+        if args.add_search_indexes:
+            add_search_indexes()
+        present = search_indexes_present()
         user, _ = User.objects.get_or_create(
             username="bench", defaults={"is_staff": True, "is_superuser": True}
         )
@@ -406,6 +458,8 @@ def main() -> None:
                 "SELECT reltuples::bigint FROM pg_class WHERE relname = 'sessions_monitor_sessionevent'"
             )
             event_estimate = cursor.fetchone()[0]
+        note = " (added by --add-search-indexes)" if args.add_search_indexes else ""
+        print(f"search pattern indexes present: {len(present)}/{len(SEARCH_INDEXES)}{note}")
         print(
             f"{session_count:,} sessions, ~{event_estimate:,} events; median of {args.runs} requests, DEBUG={os.getenv('DJANGO_DEBUG', '1')}\n"
         )

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.template.loader import render_to_string
 
 from sessions_monitor import embed, selectors
 from sessions_monitor.embed_views import render_badge
@@ -24,6 +25,7 @@ from sessions_monitor.hub import HubMessage, Subscription, get_hub
 logger = logging.getLogger(__name__)
 
 BADGE_KEY = "embed-badge"
+EXPIRED_TEMPLATE = "sessions_monitor/embed.html#expired"
 # Close code for an expired token: the ws extension does not reconnect on 4xxx codes.
 CLOSE_EXPIRED = 4001
 
@@ -75,6 +77,9 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
                 async for message in self.subscription:
                     await self.forward_one(message)
         except TimeoutError:
+            # Say so before closing: the ws extension does not reconnect on 4xxx codes, and
+            # the last badge would otherwise stay up as if it were live.
+            await self.send(text_data=render_to_string(EXPIRED_TEMPLATE))
             await self.close(code=CLOSE_EXPIRED)
 
     async def forward_one(self, message: HubMessage) -> None:

@@ -278,6 +278,8 @@ async def test_the_live_channel_closes_when_the_token_expires(fresh_channel_laye
     connected, _ = await communicator.connect()
     assert connected
     await communicator.receive_from(timeout=5)
+    farewell = await communicator.receive_from(timeout=5)
+    assert 'data-status="expired"' in farewell and "Standup Buddy" not in farewell
     closed = await asyncio.wait_for(communicator.receive_output(timeout=5), timeout=6)
     assert closed == {"type": "websocket.close", "code": embed_consumers.CLOSE_EXPIRED}
     await communicator.disconnect()
