@@ -21,7 +21,7 @@ from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
@@ -34,6 +34,11 @@ from sessions_monitor.models import (
     Presence,
     SessionEvent,
 )
+
+admin.site.site_header = "MeetingDash admin"
+admin.site.site_title = "MeetingDash admin"
+admin.site.index_title = "Session history and API tokens"
+admin.site.site_url = "/"  # "View site" goes to the live dashboard
 
 # --- counting ------------------------------------------------------------------------------
 
@@ -90,10 +95,7 @@ def presence_duration(presence: Presence) -> str:
 
 
 def dashboard_url(session_id: str) -> str:
-    try:
-        return reverse("session-detail", args=[session_id])
-    except NoReverseMatch:
-        return f"/sessions/{session_id}/"
+    return reverse("session-detail", args=[session_id])
 
 
 def events_changelist_url(session_id: str) -> str:
