@@ -404,8 +404,10 @@ class MeetingBuddyClient:
                     yield LinkState(LinkStateName.ENDED, reason="no_content")
                     return
                 yield LinkState(LinkStateName.LIVE)
-                async for event in self._read_events(response, session_id, cursor, stall_seconds):
-                    yield event
+                events = self._read_events(response, session_id, cursor, stall_seconds)
+                async with aclosing(events):
+                    async for event in events:
+                        yield event
         except httpx.TransportError as exc:
             if not cursor.ended:
                 raise _transport_failure(exc) from exc
