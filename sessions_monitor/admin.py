@@ -502,7 +502,7 @@ class SessionEventAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
     search_help_text = "Exact session id, or the start of a participant's name."
     date_hierarchy = None
     ordering = ("-received_at",)
-    list_per_page = 100
+    list_per_page = 50
     readonly_fields = ("session_link",)
     fields = (
         "session_link",
@@ -546,7 +546,7 @@ class PresenceAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
     list_filter = (OpenPresenceFilter, "joined_at")
     search_help_text = "Exact session id, or the start of a participant's name."
     ordering = ("-joined_at",)
-    list_per_page = 100
+    list_per_page = 50
     readonly_fields = ("session_link", "present_for")
     fields = (
         "session_link",
