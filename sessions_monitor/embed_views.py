@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views.decorators.cache import never_cache
@@ -18,6 +18,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
 from sessions_monitor import embed, presentation, selectors
+from sessions_monitor.services import InvalidSessionId, validate_session_id
 
 BADGE_TEMPLATE = "sessions_monitor/embed.html#badge"
 
@@ -67,17 +68,25 @@ def session_widget(request: HttpRequest, session_id: str) -> HttpResponse:
     return _widget_security_headers(render(request, "sessions_monitor/embed.html", context))
 
 
+def _requested_days(request: HttpRequest) -> int:
+    try:
+        days = int(request.GET.get("days", ""))
+    except ValueError:
+        return embed.default_days()
+    return days if 0 < days <= embed.MAX_DAYS else embed.default_days()
+
+
 @require_GET
 @never_cache
 @staff_member_required
 def session_snippet(request: HttpRequest, session_id: str) -> HttpResponse:
     """A ready-to-paste <iframe> for staff; the partial alone for htmx requests."""
     try:
-        days = int(request.GET.get("days") or embed.default_days())
-        snippet = embed.iframe_snippet(request, session_id, days=days)
-    except ValueError:
-        days = embed.default_days()
-        snippet = embed.iframe_snippet(request, session_id, days=days)
+        validate_session_id(session_id)
+    except InvalidSessionId:
+        raise Http404("not a session id") from None
+    days = _requested_days(request)
+    snippet = embed.iframe_snippet(request, session_id, days=days)
     template = "sessions_monitor/embed_snippet.html"
     if getattr(request, "htmx", False):
         template += "#snippet"

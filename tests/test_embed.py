@@ -161,6 +161,7 @@ def test_staff_get_a_ready_to_paste_snippet(admin_client: Client, client: Client
     assert 4 * 86400 < grant.expires_at.timestamp() - time.time() <= 5 * 86400
     partial = admin_client.get(f"/embed/sessions/{SID}/snippet/", headers={"HX-Request": "true"})
     assert partial.content.decode().lstrip().startswith('<div id="embed-snippet"')
+    assert admin_client.get("/embed/sessions/not-a-session/snippet/").status_code == 404
     anonymous = client.get(f"/embed/sessions/{SID}/snippet/")
     assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
 
