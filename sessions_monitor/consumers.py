@@ -300,7 +300,8 @@ class SessionListConsumer(_LiveConsumer):
             page = presentation.search_sessions(
                 filter_name=self.filter, query=self.query, page_number=self.page, per_page=PER_PAGE
             )
-            rows = [presentation.session_view(row) for row in page.object_list]
+            rows = list(page.object_list)
+            page.paginator.num_pages  # noqa: B018 (count now, not while rendering in the loop)
             return {
                 "page_obj": page,
                 "rows": rows,

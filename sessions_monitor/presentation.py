@@ -172,6 +172,12 @@ FAILURE_EXPLANATIONS: dict[str, str] = {
     "RECORDING_NOT_ALLOWED": "The meeting's settings do not allow recording or transcription.",
     "RECORDING_PERMISSION_DENIED": "The host did not grant permission to record.",
     "AUDIO_RELAY_ERROR": "The bot lost its audio connection and could not restore it.",
+    "BOT_LAUNCH_FAILED": "Meeting Buddy could not start a bot for this session, so it never "
+    "tried to join. This is on the provider's side; starting the session again usually works.",
+    "MEETING_ENDED_UNEXPECTEDLY": "The meeting ended (or everyone was disconnected) while the "
+    "bot was still recording; what was captured up to then is kept.",
+    "AUDIO_CAPTURE_FAILED": "The bot was in the meeting but could not capture any audio, "
+    "for example because the platform blocked it or nobody's audio reached the bot.",
     "CAPACITY_EXCEEDED": "Meeting Buddy had no free bot capacity at the time.",
     "RATE_LIMITED": "Too many sessions were started in a short time; try again later.",
     "INTERNAL_ERROR": "Meeting Buddy had an internal error. Retrying usually helps; if it "

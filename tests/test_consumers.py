@@ -1,0 +1,420 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from typing import Any
+
+import pytest
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from sessions_monitor import consumers
+from sessions_monitor.hub import HubMessage, Subscription, get_hub
+from sessions_monitor.models import MeetingSession, SessionEvent
+from sessions_monitor.routing import websocket_urlpatterns
+from sessions_monitor.selectors import event_to_dict, session_summary
+from sessions_monitor.services import SESSIONS_GROUP, session_group
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+ROW = re.compile(r'<li id="event-(\d+)"')
+
+
+@pytest.fixture
+def user(db: Any) -> User:
+    return User.objects.create_user("viewer", password="pw-viewer-123")
+
+
+def app() -> Any:
+    return AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+
+
+OPEN: list[WebsocketCommunicator] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_sockets() -> Any:
+    """Disconnect whatever a test left open, so a failing test fails instead of hanging."""
+    yield
+    while OPEN:
+        communicator = OPEN.pop()
+        with contextlib.suppress(Exception):
+            await communicator.disconnect(timeout=2)
+
+
+async def connect(path: str, user: User | None) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
+    communicator.scope["user"] = user
+    OPEN.append(communicator)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def receive_until(communicator: WebsocketCommunicator, text: str) -> str:
+    """Frames until one contains `text` (the list also sends badge-only frames)."""
+    while True:
+        frame = await communicator.receive_from(timeout=5)
+        if text in frame:
+            return frame
+
+
+def make_session(session_id: str, **fields: Any) -> MeetingSession:
+    now = timezone.now()
+    values: dict[str, Any] = {
+        "bot_name": "Buddy",
+        "status": "active",
+        "started_at": now,
+        "last_event_at": now,
+        "stream_state": "live",
+        "watched": True,
+        **fields,
+    }
+    return MeetingSession.objects.create(session_id=session_id, **values)
+
+
+def store(session_id: str, seq: int, kind: str = "status", **fields: Any) -> dict[str, Any]:
+    session = MeetingSession.objects.get(pk=session_id)
+    event = SessionEvent.objects.create(
+        session=session,
+        seq=seq,
+        kind=kind,
+        upstream_timestamp=timezone.now(),
+        raw=json.dumps({"seq": seq}),
+        **fields,
+    )
+    session.last_seq = seq
+    session.save(update_fields=["last_seq"])
+    return {**event_to_dict(event), "raw": event.raw}
+
+
+async def broadcast(layer: Any, session_id: str, data: dict[str, Any]) -> None:
+    await layer.group_send(
+        session_group(session_id),
+        {"type": "session.event", "session_id": session_id, "seq": data["seq"], "event": data},
+    )
+
+
+async def frames_until(communicator: WebsocketCommunicator, last_seq: int) -> list[str]:
+    """Frames (keepalives skipped) until one carries the row of `last_seq`."""
+    frames: list[str] = []
+    while True:
+        frame = await communicator.receive_from(timeout=5)
+        if frame == consumers.KEEPALIVE:
+            continue
+        frames.append(frame)
+        if f'id="event-{last_seq}"' in frame:
+            return frames
+
+
+def rows(frames: list[str]) -> list[int]:
+    return [int(seq) for frame in frames for seq in ROW.findall(frame)]
+
+
+# --- auth ------------------------------------------------------------------------------------
+
+
+async def test_anonymous_live_connections_are_refused(fresh_channel_layer: Any) -> None:
+    for path in ("/ws/sessions/", "/ws/sessions/mbsess_any/"):
+        communicator = WebsocketCommunicator(app(), path)
+        connected, _ = await communicator.connect()
+        assert not connected
+    assert get_hub().stats()["subscribers"] == 0
+
+
+async def test_inactive_users_are_refused(fresh_channel_layer: Any, user: User) -> None:
+    user.is_active = False
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/sessions/")
+    communicator.scope["user"] = user
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+# --- detail: resume ----------------------------------------------------------------------------
+
+
+async def test_hello_replays_exactly_the_missed_events_then_live_ones(
+    fresh_channel_layer: Any, user: User
+) -> None:
+    await database_sync_to_async(make_session)("mbsess_resume")
+    for seq in range(1, 6):
+        await database_sync_to_async(store)("mbsess_resume", seq, status="active")
+    communicator = await connect("/ws/sessions/mbsess_resume/", user)
+
+    await communicator.send_to(text_data=json.dumps({"after": 3}))
+    replay = await frames_until(communicator, 5)
+    assert rows(replay) == [4, 5]
+    assert 'id="live-after" name="after" value="5"' in replay[-1]
+
+    six = await database_sync_to_async(store)(
+        "mbsess_resume", 6, kind="joined", participant_name="Ann"
+    )
+    five_again = await database_sync_to_async(
+        lambda: event_to_dict(SessionEvent.objects.get(seq=5))
+    )()
+    await broadcast(fresh_channel_layer, "mbsess_resume", five_again)  # already sent: dropped
+    await broadcast(fresh_channel_layer, "mbsess_resume", six)
+    live = await frames_until(communicator, 6)
+    assert rows(live) == [6]
+    assert 'value="6"' in live[-1] and "Ann joined" in live[-1]
+    await communicator.disconnect()
+
+
+async def test_events_broadcast_before_the_hello_are_not_shown_twice(
+    fresh_channel_layer: Any, user: User
+) -> None:
+    """The seam: subscribed first, history read later, live copies of replayed rows dropped."""
+    await database_sync_to_async(make_session)("mbsess_seam")
+    await database_sync_to_async(store)("mbsess_seam", 1)
+    communicator = await connect("/ws/sessions/mbsess_seam/", user)
+    for seq in (2, 3, 4):
+        data = await database_sync_to_async(store)("mbsess_seam", seq)
+        await broadcast(fresh_channel_layer, "mbsess_seam", data)
+    await communicator.send_to(text_data=json.dumps({"after": 1}))
+    frames = await frames_until(communicator, 4)
+    data = await database_sync_to_async(store)("mbsess_seam", 5)
+    await broadcast(fresh_channel_layer, "mbsess_seam", data)
+    frames += await frames_until(communicator, 5)
+    assert rows(frames) == [2, 3, 4, 5]
+    await communicator.disconnect()
+
+
+async def test_a_hole_in_live_events_is_filled_from_history(
+    fresh_channel_layer: Any, user: User
+) -> None:
+    await database_sync_to_async(make_session)("mbsess_hole")
+    communicator = await connect("/ws/sessions/mbsess_hole/", user)
+    await communicator.send_to(text_data=json.dumps({"after": 0}))
+    await asyncio.sleep(0.1)
+    await database_sync_to_async(store)("mbsess_hole", 1)  # stored, its broadcast lost
+    two = await database_sync_to_async(store)("mbsess_hole", 2)
+    await broadcast(fresh_channel_layer, "mbsess_hole", two)
+    assert rows(await frames_until(communicator, 2)) == [1, 2]
+    await communicator.disconnect()
+
+
+async def test_past_the_replay_bound_the_page_is_re_rendered_and_told(
+    fresh_channel_layer: Any, user: User, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(consumers, "REPLAY_LIMIT", 3)
+    await database_sync_to_async(make_session)("mbsess_far")
+    for seq in range(1, 9):
+        await database_sync_to_async(store)("mbsess_far", seq)
+    communicator = await connect("/ws/sessions/mbsess_far/", user)
+    await communicator.send_to(text_data=json.dumps({"after": 1}))
+    frame = (await frames_until(communicator, 8))[-1]
+    assert '<ol id="event-log" class="event-log live-data" hx-swap-oob="true">' in frame
+    assert rows([frame]) == list(range(1, 9))  # the whole log, replaced: no dup, no gap
+    assert "reloaded from stored history" in frame
+    assert 'value="8"' in frame
+    await communicator.disconnect()
+
+
+async def test_a_page_claiming_more_than_we_hold_is_reloaded(
+    fresh_channel_layer: Any, user: User
+) -> None:
+    await database_sync_to_async(make_session)("mbsess_ahead")
+    await database_sync_to_async(store)("mbsess_ahead", 1)
+    communicator = await connect("/ws/sessions/mbsess_ahead/", user)
+    await communicator.send_to(text_data=json.dumps({"after": 40}))
+    frame = (await frames_until(communicator, 1))[-1]
+    assert "reloaded from stored history" in frame and 'value="1"' in frame
+    await communicator.disconnect()
+
+
+async def test_hub_resync_re_renders_the_regions(fresh_channel_layer: Any, user: User) -> None:
+    await database_sync_to_async(make_session)("mbsess_rs")
+    await database_sync_to_async(store)("mbsess_rs", 1)
+    communicator = await connect("/ws/sessions/mbsess_rs/", user)
+    await communicator.send_to(text_data=json.dumps({"after": 1}))
+    await asyncio.sleep(0.1)
+    subscription = next(s for s in get_hub()._feeds["mbsess_rs"].subscribers)
+    subscription._deliver(HubMessage("resync", "mbsess_rs", {"reason": "test"}))
+    frame = (await frames_until(communicator, 1))[-1]
+    assert "reloaded from stored history" in frame
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("hello", [" ", "not json", '{"after": -1}', '{"after": "x"}', "[1]"])
+async def test_a_malformed_hello_closes_the_socket(
+    fresh_channel_layer: Any, user: User, hello: str
+) -> None:
+    communicator = await connect("/ws/sessions/mbsess_bad/", user)
+    await communicator.send_to(text_data=hello)
+    output = await communicator.receive_output(timeout=5)
+    assert output == {"type": "websocket.close", "code": 4400}
+
+
+# --- detail: coalescing and render-once ---------------------------------------------------------
+
+
+async def test_next_batch_drains_everything_queued_into_one_batch(fresh_channel_layer: Any) -> None:
+    hub = get_hub()
+    subscription: Subscription = await hub.subscribe("mbsess_batch")
+    for seq in range(1, 51):
+        subscription._deliver(HubMessage("event", "mbsess_batch", {"seq": seq}, seq=seq))
+    batch = await consumers.next_batch(subscription, 1)
+    assert batch is not None and [m.seq for m in batch] == list(range(1, 51))
+    assert await consumers.next_batch(subscription, 0.05) is None
+    subscription.close()
+
+
+async def test_a_burst_arrives_in_few_frames_with_every_row_once(
+    fresh_channel_layer: Any, user: User
+) -> None:
+    await database_sync_to_async(make_session)("mbsess_burst")
+    communicator = await connect("/ws/sessions/mbsess_burst/", user)
+    await communicator.send_to(text_data=json.dumps({"after": 0}))
+    await asyncio.sleep(0.1)
+    burst = [await database_sync_to_async(store)("mbsess_burst", seq) for seq in range(1, 201)]
+    for data in burst:
+        await broadcast(fresh_channel_layer, "mbsess_burst", data)
+    frames = await frames_until(communicator, 200)
+    assert rows(frames) == list(range(1, 201))
+    assert len(frames) < 20, f"{len(frames)} frames for 200 events: not coalesced"
+    await communicator.disconnect()
+
+
+async def test_each_partial_is_rendered_once_per_process_for_all_viewers(
+    fresh_channel_layer: Any, user: User, monkeypatch: Any
+) -> None:
+    await database_sync_to_async(make_session)("mbsess_once")
+    viewers = [await connect("/ws/sessions/mbsess_once/", user) for _ in range(5)]
+    for viewer in viewers:
+        await viewer.send_to(text_data=json.dumps({"after": 0}))
+    await asyncio.sleep(0.2)
+    calls: list[str] = []
+    real = consumers.render_to_string
+
+    def counting(name: str, context: Any = None) -> str:
+        calls.append(name)
+        return real(name, context)
+
+    monkeypatch.setattr(consumers, "render_to_string", counting)
+    data = await database_sync_to_async(store)(
+        "mbsess_once", 1, kind="joined", participant_name="Bo"
+    )
+    await broadcast(fresh_channel_layer, "mbsess_once", data)
+    received = [(await frames_until(viewer, 1))[-1] for viewer in viewers]
+    assert len(set(received)) == 1  # the same bytes to everyone
+    assert calls.count(f"{consumers.DETAIL}#live-rows") == 1
+    assert calls.count(f"{consumers.DETAIL}#live-regions") == 1
+    for viewer in viewers:
+        await viewer.disconnect()
+
+
+async def test_upstream_badge_follows_summaries(fresh_channel_layer: Any, user: User) -> None:
+    session = await database_sync_to_async(make_session)("mbsess_badge")
+    communicator = await connect("/ws/sessions/mbsess_badge/", user)
+    session.stream_state = "retrying"
+    session.stream_state_since = timezone.now()
+    summary = session_summary(session)
+    other = {**summary, "session_id": "mbsess_other", "stream_state": "failed"}
+    await fresh_channel_layer.group_send(SESSIONS_GROUP, {"type": "sessions.summary", **other})
+    await fresh_channel_layer.group_send(SESSIONS_GROUP, {"type": "sessions.summary", **summary})
+    frame = await communicator.receive_from(timeout=5)
+    assert 'id="upstream-link"' in frame and 'data-state="retrying"' in frame
+    assert "data-stale" in frame and "stale since" in frame
+    await communicator.disconnect()
+
+
+# --- list ------------------------------------------------------------------------------------
+
+
+async def test_list_hello_renders_the_list_and_summaries_move_rows(
+    fresh_channel_layer: Any, user: User
+) -> None:
+    old = await database_sync_to_async(make_session)("mbsess_l_old")
+    communicator = await connect("/ws/sessions/", user)
+    await communicator.send_to(text_data=json.dumps({"filter": "live", "q": "", "page": "1"}))
+    first = await communicator.receive_from(timeout=5)
+    assert '<section id="list-region"' in first and 'hx-swap-oob="true"' in first
+    assert 'id="session-mbsess_l_old"' in first and 'id="upstream-link"' in first
+
+    new = await database_sync_to_async(make_session)("mbsess_l_new")
+    await fresh_channel_layer.group_send(
+        SESSIONS_GROUP, {"type": "sessions.summary", **session_summary(new)}
+    )
+    frame = await receive_until(communicator, "mbsess_l_new")
+    assert (
+        '<div hx-swap-oob="afterbegin:#session-rows"><article id="session-mbsess_l_new"'
+        in frame.replace("\n", "")
+    )
+
+    old.status = "completed"
+    await fresh_channel_layer.group_send(
+        SESSIONS_GROUP, {"type": "sessions.summary", **session_summary(old)}
+    )
+    frame = await receive_until(communicator, "mbsess_l_old")
+    assert '<article id="session-mbsess_l_old" hx-swap-oob="delete"></article>' in frame
+
+    # Activity on a shown session moves it to the top: removed, then inserted first.
+    await fresh_channel_layer.group_send(
+        SESSIONS_GROUP, {"type": "sessions.summary", **session_summary(new)}
+    )
+    frame = await receive_until(communicator, "mbsess_l_new")
+    assert frame.index('hx-swap-oob="delete"') < frame.index("afterbegin:#session-rows")
+    await communicator.disconnect()
+
+
+async def test_list_on_a_later_page_updates_in_place_only(
+    fresh_channel_layer: Any, user: User
+) -> None:
+    for n in range(30):
+        await database_sync_to_async(make_session)(f"mbsess_pg{n:02d}")
+    communicator = await connect("/ws/sessions/", user)
+    await communicator.send_to(text_data=json.dumps({"filter": "all", "q": "", "page": "2"}))
+    first = await communicator.receive_from(timeout=5)
+    shown = re.findall(r'<article id="session-(mbsess_pg\d+)"', first)
+    assert len(shown) == 5
+    unseen = "mbsess_brand_new"
+    session = await database_sync_to_async(make_session)(unseen)
+    await fresh_channel_layer.group_send(
+        SESSIONS_GROUP, {"type": "sessions.summary", **session_summary(session)}
+    )
+    mine = await database_sync_to_async(MeetingSession.objects.get)(pk=shown[0])
+    await fresh_channel_layer.group_send(
+        SESSIONS_GROUP, {"type": "sessions.summary", **session_summary(mine)}
+    )
+    frame = await receive_until(communicator, shown[0])
+    assert unseen not in frame
+    assert (
+        f'<article id="session-{shown[0]}" class="session-row" role="listitem" hx-swap-oob="true">'
+        in frame
+    )
+    await communicator.disconnect()
+
+
+async def test_list_search_only_inserts_matching_sessions(
+    fresh_channel_layer: Any, user: User
+) -> None:
+    communicator = await connect("/ws/sessions/", user)
+    await communicator.send_to(text_data=json.dumps({"filter": "all", "q": "sales", "page": "1"}))
+    await communicator.receive_from(timeout=5)
+    other = await database_sync_to_async(make_session)("mbsess_other", bot_name="Standup")
+    match = await database_sync_to_async(make_session)("mbsess_match", bot_name="Sales bot")
+    for session in (other, match):
+        await fresh_channel_layer.group_send(
+            SESSIONS_GROUP, {"type": "sessions.summary", **session_summary(session)}
+        )
+    frame = await receive_until(communicator, "session-mbsess_")
+    assert "mbsess_match" in frame and "mbsess_other" not in frame
+    await communicator.disconnect()
+
+
+async def test_quiet_channels_send_keepalives(
+    fresh_channel_layer: Any, user: User, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(consumers, "KEEPALIVE_SECONDS", 0.2)
+    communicator = await connect("/ws/sessions/mbsess_quiet/", user)
+    await communicator.send_to(text_data=json.dumps({"after": 0}))
+    assert await communicator.receive_from(timeout=5) == consumers.KEEPALIVE
+    await communicator.disconnect()
+    await asyncio.sleep(0.05)
+    assert get_hub().subscriber_count("mbsess_quiet") == 0
