@@ -407,6 +407,14 @@ class MeetingSessionAdmin(HistoryAdmin):
             return queryset, False
         return queryset.filter(session_search(term)), False
 
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        if changelist.query:
+            # The drill-down's two queries (date range, distinct years) would each repeat the
+            # search; a broad prefix then costs twice what the results do. Hidden while searching.
+            changelist.date_hierarchy = None
+        return changelist
+
     def change_view(
         self,
         request: HttpRequest,
@@ -503,6 +511,14 @@ class SessionEventAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
     date_hierarchy = None
     ordering = ("-received_at",)
     list_per_page = 50
+
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        # One session's events read in their own order, straight off the (session, seq) index;
+        # "-received_at" there would walk the whole event index backwards to find them.
+        if "session__session_id__exact" in request.GET:
+            return ("session_id", "seq")
+        return ("-received_at",)
+
     readonly_fields = ("session_link",)
     fields = (
         "session_link",

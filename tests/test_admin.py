@@ -184,6 +184,7 @@ def test_it_searches_id_bot_link_and_participant(
     shown = [session.session_id for session in response.context["cl"].result_list]
     assert len(shown) == len(set(shown)), "a participant match must not repeat a session"
     assert set(shown) == expected
+    assert response.context["cl"].date_hierarchy is None, "no date drill-down while searching"
 
 
 def test_the_session_page_shows_timeline_inlines_and_links(admin_client: Client) -> None:
@@ -228,7 +229,9 @@ def test_events_and_presence_have_their_own_pages(admin_client: Client) -> None:
     make_session(2, participants=["Bob"], status="failed")
     events = admin_client.get(reverse(EVENTS), {"session__session_id__exact": "mbsess_s00002"})
     assert events.status_code == 200
-    assert {e.session_id for e in events.context["cl"].result_list} == {"mbsess_s00002"}
+    listed = list(events.context["cl"].result_list)
+    assert {e.session_id for e in listed} == {"mbsess_s00002"}
+    assert [e.seq for e in listed] == sorted(e.seq for e in listed), "one session: seq order"
     by_kind = admin_client.get(reverse(EVENTS), {"kind__exact": "joined"})
     assert {e.participant_name for e in by_kind.context["cl"].result_list} == {"Alice", "Bob"}
     searched = admin_client.get(reverse(EVENTS), {"q": "bo"})
