@@ -9,9 +9,15 @@
   var REFUSED = 4403; // the server refused this connection (signed out): don't retry
   var SILENCE_MS = 25000; // the server sends a keepalive every 10 s
   var current = null; // the socket that last opened
+  var retired = []; // sockets we replaced: their late close events mean nothing
   var wrapper = null;
   var lastMessage = Date.now();
   var retryTimer = null;
+
+  // The extension's default backoff grows to 64 s; a dashboard should be back within 5 s.
+  htmx.config.wsReconnectDelay = function (retries) {
+    return Math.random() * Math.min(5000, 500 * Math.pow(2, retries));
+  };
 
   function badge() { return document.getElementById("browser-link"); }
 
@@ -33,6 +39,8 @@
     if (retryTimer || !wrapper) return;
     retryTimer = setTimeout(function () {
       retryTimer = null;
+      if (current) retired.push(current);
+      if (retired.length > 10) retired.shift();
       current = null;
       wrapper.reconnect();
     }, 500 + Math.random() * 1500);
@@ -55,7 +63,8 @@
       setLink("offline", "Browser offline: signed out", "bad");
       return;
     }
-    if (current !== null && socket !== current) return; // a socket we already replaced
+    if (retired.indexOf(socket) >= 0) return;
+    if (current !== null && socket !== current) return; // not the live socket
     notLive();
     if (EXTENSION_RETRIES.indexOf(code) < 0) scheduleRetry();
   });

@@ -1,0 +1,373 @@
+"""The live dashboard in a real Chromium against a real `serve` with the upstream simulator.
+
+Every page here is driven the way a user does: log in, open pages, watch them change. The
+simulator is steered through its control API; stored history is read straight from the
+server's SQLite file, so "the timeline equals the stored history" is checked against the
+real thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessions_monitor.simulator.control import SimulatorControl
+from tests.support import ROOT, ServerProcess, free_port, run_server
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "demo-e2e-password"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+STALL_SECONDS = 2
+
+
+@dataclass
+class Dash:
+    base_url: str
+    db_path: Path
+    control: SimulatorControl | None
+    process: ServerProcess
+
+    def stored_seqs(self, session_id: str) -> list[int]:
+        with contextlib.closing(sqlite3.connect(self.db_path, timeout=10)) as db:
+            rows = db.execute(
+                "SELECT seq FROM sessions_monitor_sessionevent WHERE session_id = ? ORDER BY seq",
+                (session_id,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    full_env = {**os.environ, **env}
+    for command in (["migrate", "-v", "0"], ["ensure_demo_user"]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=ROOT,
+            env=full_env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+def dash_env(db_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": f"sqlite:///{db_path}",
+        "DEMO_PASSWORD": PASSWORD,
+        "DJANGO_DEBUG": "1",
+        "MEETINGDASH_SIMULATOR_CONTROL": "1",
+        "MEETINGDASH_SIMULATOR_SESSIONS": "3",
+        "MEETINGDASH_SIMULATOR_SEED": "7",
+        "MEETINGDASH_SIMULATOR_KEEPALIVE": "0.5",
+        "MEETINGDASH_DISCOVERY_SECONDS": "0.5",
+        "MEETINGDASH_UPSTREAM_STALL_SECONDS": str(STALL_SECONDS),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str], port: int) -> Iterator[ServerProcess]:
+    with run_server(
+        ["manage.py", "serve", "--port", str(port)], port=port, ready_path="/healthz", env=env
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def dash() -> Iterator[Dash]:
+    """`serve` with the embedded simulator (control API on) and its own SQLite file."""
+    with tempfile.TemporaryDirectory(prefix="meetingdash-e2e-") as tmp:
+        db_path = Path(tmp) / "db.sqlite3"
+        env = dash_env(db_path)
+        prepare_database(env)
+        port = free_port()
+        with serve(env, port) as process:
+            control = SimulatorControl(process.base_url + "/_simulator")
+            try:
+                yield Dash(process.base_url, db_path, control, process)
+            finally:
+                control.close()
+
+
+@pytest.fixture
+def context(chromium: Any) -> Iterator[Any]:
+    context = chromium.new_context(viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(15_000)
+    yield context
+    context.close()
+
+
+def log_in(page: Any, base_url: str, next_path: str = "/") -> None:
+    page.goto(f"{base_url}/accounts/login/?next={next_path}")
+    page.fill("#id_username", "demo")
+    page.fill("#id_password", PASSWORD)
+    page.click("form.form button[type=submit]")
+    page.wait_for_url(f"{base_url}{next_path}")
+
+
+def wait_until(check: Callable[[], Any], seconds: float = 15, what: str = "condition") -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def new_session(dash: Dash, page: Any, **fields: Any) -> str:
+    """A manual simulator session, discovered by the relay, its detail page loadable."""
+    assert dash.control is not None
+    session_id = f"mbsess_e2e{uuid.uuid4().hex[:10]}"
+    dash.control.create_session(session_id=session_id, manual=True, **fields)
+    url = f"{dash.base_url}/sessions/{session_id}/"
+    wait_until(
+        lambda: page.request.get(url).status == 200 and dash.stored_seqs(session_id),
+        what=f"{session_id} to be watched and stored",
+    )
+    return session_id
+
+
+def open_live(page: Any, url: str) -> None:
+    page.goto(url)
+    page.locator('#browser-link[data-state="live"]').wait_for()
+
+
+def page_seqs(page: Any) -> list[int]:
+    return page.eval_on_selector_all(
+        "#event-log > li", "items => items.map(item => Number(item.dataset.seq))"
+    )
+
+
+def screenshot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def test_log_in_and_see_the_simulated_sessions(dash: Dash, context: Any) -> None:
+    page = context.new_page()
+    page.goto(dash.base_url + "/")
+    assert page.url.startswith(f"{dash.base_url}/accounts/login/?next=/")
+    log_in(page, dash.base_url, "/?filter=all")
+    rows = page.locator("#session-rows .session-row")
+    wait_until(lambda: rows.count() >= 3, what="three simulated sessions in the list")
+    first = rows.first
+    assert first.locator(".badge").inner_text().strip()  # a status badge with text
+    assert first.locator(".session-link").inner_text().strip()
+    page.locator('#browser-link[data-state="live"]').wait_for()
+    page.locator("#upstream-link").wait_for()
+    screenshot(page, "list.png")
+
+
+def test_a_status_change_and_a_join_appear_live_within_a_second(dash: Dash, context: Any) -> None:
+    assert dash.control is not None
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    session_id = new_session(
+        dash,
+        page,
+        bot_name="Weekly sync bot",
+        platform="google_meet",
+        meeting_link="https://meet.google.com/abc-defg-hij",
+    )
+    open_live(page, f"{dash.base_url}/sessions/{session_id}/")
+    page.evaluate("window.__notReloaded = true")
+    badge = page.locator("#session-header .badge").first
+
+    dash.control.emit(session_id, status="joining")
+    started = time.monotonic()
+    badge.filter(has_text="Joining").wait_for(timeout=1000)
+    dash.control.emit(session_id, status="active")
+    badge.filter(has_text="In meeting").wait_for(timeout=1000)
+    dash.control.emit(session_id, join="Grace Hopper")
+    page.locator("#participants .person", has_text="Grace Hopper").wait_for(timeout=1000)
+    elapsed = time.monotonic() - started
+    assert elapsed < 3.5, f"three live updates took {elapsed:.2f}s"
+    assert page.evaluate("window.__notReloaded") is True
+
+    dash.control.emit(session_id, join="Linus")
+    dash.control.emit(session_id, status="recording")
+    page.locator("#participants .person", has_text="Linus").wait_for(timeout=1000)
+    wait_until(lambda: page_seqs(page) == dash.stored_seqs(session_id), 5, "rows == history")
+    assert page.locator("#svg-timeline rect.bar").count() >= 4
+    assert page.locator("#live-announcer").inner_text().strip()
+    screenshot(page, "detail-live.png")
+
+
+def test_a_failed_session_shows_its_failure_panel(dash: Dash, context: Any) -> None:
+    assert dash.control is not None
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    session_id = new_session(dash, page, bot_name="Board meeting bot", platform="teams")
+    open_live(page, f"{dash.base_url}/sessions/{session_id}/")
+    dash.control.emit(session_id, status="joining")
+    dash.control.emit(session_id, status="waiting")
+    dash.control.emit(
+        session_id,
+        status="failed",
+        error_code="WAITING_ROOM_TIMEOUT",
+        error_message="Bot was not admitted from the waiting room",
+    )
+    panel = page.locator("#failure-panel")
+    panel.filter(has_text="This session failed").wait_for(timeout=5000)
+    text = panel.inner_text()
+    assert "WAITING_ROOM_TIMEOUT" in text
+    assert "Bot was not admitted from the waiting room" in text
+    assert "In waiting room" in text  # the status it failed from
+    assert "nobody admitted it in time" in text  # the plain-language explanation
+    page.reload()  # and the first render shows the same
+    assert "WAITING_ROOM_TIMEOUT" in page.locator("#failure-panel").inner_text()
+    page.locator('#browser-link[data-state="live"]').wait_for()
+    screenshot(page, "detail-failed.png")
+
+
+def test_a_hostile_participant_name_is_shown_as_text_and_runs_nothing(
+    dash: Dash, context: Any
+) -> None:
+    assert dash.control is not None
+    dialogs: list[str] = []
+    page = context.new_page()
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    log_in(page, dash.base_url)
+    session_id = new_session(dash, page)
+    open_live(page, f"{dash.base_url}/sessions/{session_id}/")
+    name = "<img src=x onerror=alert(1)>"
+    dash.control.emit(session_id, join=name)
+    person = page.locator("#participants .person").first
+    person.wait_for(timeout=5000)
+    assert person.inner_text() == name
+    page.reload()
+    assert page.locator("#participants .person").first.inner_text() == name
+    page.goto(f"{dash.base_url}/?filter=all&q=onerror")
+    page.wait_for_timeout(500)
+    assert page.locator("img").count() == 0
+    assert dialogs == []
+
+
+def test_anonymous_is_sent_to_login_and_its_live_connection_refused(
+    dash: Dash, context: Any
+) -> None:
+    page = context.new_page()
+    page.goto(dash.base_url + "/sessions/mbsess_anything/")
+    assert page.url.startswith(f"{dash.base_url}/accounts/login/")
+    outcome = page.evaluate(
+        """url => new Promise(resolve => {
+            const socket = new WebSocket(url);
+            let opened = false;
+            socket.onopen = () => { opened = true; };
+            socket.onclose = event => resolve({opened, code: event.code});
+            setTimeout(() => resolve({opened, code: 'timeout'}), 5000);
+        })""",
+        dash.base_url.replace("http://", "ws://") + "/ws/sessions/",
+    )
+    assert outcome["opened"] is False and outcome["code"] == 1006
+
+
+def test_the_upstream_stale_badge_appears_when_the_simulator_stalls(
+    dash: Dash, context: Any
+) -> None:
+    assert dash.control is not None
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    session_id = new_session(dash, page)
+    dash.control.emit(session_id, status="active")
+    open_live(page, f"{dash.base_url}/sessions/{session_id}/")
+    page.locator('#upstream-link[data-state="live"]').wait_for()
+    assert not page.locator("#stale-banner").is_visible()
+
+    dash.control.set_faults(session_id=session_id, stall={"seconds": 8, "keepalives": False})
+    stale = page.locator("#upstream-link[data-stale]")
+    stale.wait_for(timeout=(STALL_SECONDS + 4) * 1000)
+    assert "stale since" in stale.inner_text()
+    assert page.locator("#stale-banner").is_visible()
+    assert (
+        page.locator("#session-header.live-data").evaluate(
+            "el => getComputedStyle(el, '::before').content"
+        )
+        == '"Stale"'
+    )
+    dash.control.reset_faults()
+    page.locator('#upstream-link[data-state="live"]').wait_for(timeout=20_000)
+    assert not page.locator("#stale-banner").is_visible()
+
+
+def test_after_the_server_restarts_the_timeline_equals_stored_history(
+    simulator_server: Any, chromium: Any
+) -> None:
+    """Cut the browser's link by stopping `serve`, make events while it is away, restore.
+
+    The upstream here is a separate simulator process, so it (and the session) outlives the
+    dashboard's restart, as Meeting Buddy would.
+    """
+    control = simulator_server.control
+    with tempfile.TemporaryDirectory(prefix="meetingdash-e2e-cut-") as tmp:
+        db_path = Path(tmp) / "db.sqlite3"
+        env = dash_env(db_path, MEETINGBUDDY_API_URL=simulator_server.base_url)
+        prepare_database(env)
+        port = free_port()
+        context = chromium.new_context(viewport={"width": 1280, "height": 860})
+        context.set_default_timeout(20_000)
+        try:
+            with serve(env, port) as process:
+                dash = Dash(process.base_url, db_path, None, process)
+                page = context.new_page()
+                log_in(page, dash.base_url)
+                session_id = f"mbsess_cut{uuid.uuid4().hex[:10]}"
+                control.create_session(session_id=session_id, manual=True, bot_name="Cut test")
+                url = f"{dash.base_url}/sessions/{session_id}/"
+                wait_until(lambda: page.request.get(url).status == 200, what="session watched")
+                control.emit(session_id, status="joining")
+                control.emit(session_id, status="active")
+                open_live(page, url)
+                control.emit(session_id, join="Before Cut")
+                page.locator("#participants .person", has_text="Before Cut").wait_for()
+
+            # The server is down: the browser says so and marks the data stale.
+            page.locator('#browser-link[data-state="reconnecting"]').wait_for(timeout=5000)
+            assert "reconnecting" in page.locator("#browser-link").inner_text().lower()
+            assert page.locator("#stale-banner").is_visible()
+            before = page_seqs(page)
+            connections = control.stats()["stream_connections_total"].get(session_id, 0)
+
+            with serve(env, port) as process:
+                # The relay resumes the session upstream; events it stores while this page is
+                # still away (the browser retries with backoff), then more once it is back.
+                wait_until(
+                    lambda: (
+                        control.stats()["stream_connections_total"].get(session_id, 0) > connections
+                    ),
+                    what="the relay to reconnect upstream",
+                )
+                for n in range(5):
+                    control.emit(session_id, join=f"During {n}")
+                page.locator('#browser-link[data-state="live"]').wait_for(timeout=20_000)
+                control.emit(session_id, leave="During 0")
+                control.emit(session_id, join="After Restore")
+                page.locator("#participants .person", has_text="After Restore").wait_for()
+                stored = wait_until(
+                    lambda: (s := dash.stored_seqs(session_id)) and page_seqs(page) == s and s,
+                    20,
+                    "the page's rows to equal the stored history",
+                )
+                rows = page_seqs(page)
+                assert rows == stored
+                assert len(rows) == len(set(rows)) and rows == list(range(1, len(rows) + 1))
+                assert rows[: len(before)] == before
+                names = page.locator("#participants .person").all_inner_texts()
+                assert "During 0" not in names and "During 4" in names
+                assert not page.locator("#stale-banner").is_visible()
+        finally:
+            context.close()
