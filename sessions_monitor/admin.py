@@ -231,6 +231,8 @@ class HistoryAdmin(admin.ModelAdmin):
 
     paginator = EstimatedCountPaginator
     show_full_result_count = False
+    # Facet counts are one COUNT per filter choice on every page load: off at this size.
+    show_facets = admin.ShowFacets.NEVER
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -396,8 +398,7 @@ class MeetingSessionAdmin(HistoryAdmin):
     def duration(self, session: MeetingSession) -> str:
         return session_duration(session)
 
-    def view_on_site(self, obj: MeetingSession) -> str:
-        return dashboard_url(obj.session_id)
+    view_on_site = False  # the page has its own "Live page" button (dashboard_url)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[MeetingSession], search_term: str
