@@ -287,6 +287,15 @@ class Bar:
     label: str
     title: str
 
+    @property
+    def show_label(self) -> bool:
+        """Whether the label fits inside the bar (about 7 units per character at 12px)."""
+        return len(self.label) * 7 + 10 <= self.width
+
+    @property
+    def label_x(self) -> float:
+        return round(self.x + 5, 2)
+
 
 @dataclass(frozen=True)
 class Lane:
@@ -384,12 +393,12 @@ def timeline_geometry(
                 ],
             )
         )
-    ticks = [
-        Tick(
-            round(SVG_LABEL_WIDTH + plot * n / 4, 2), clock(start + timedelta(seconds=span * n / 4))
-        )
-        for n in range(5)
-    ]
+    ticks: list[Tick] = []
+    for n in range(5):
+        label = clock(start + timedelta(seconds=span * n / 4))
+        # Short spans give equal HH:MM:SS labels: show each time once.
+        shown = "" if label in {tick.label for tick in ticks} else label
+        ticks.append(Tick(round(SVG_LABEL_WIDTH + plot * n / 4, 2), shown))
     height = len(lanes) * SVG_ROW + SVG_AXIS
     return TimelineGeometry(
         SVG_WIDTH, height, SVG_LABEL_WIDTH, lanes, ticks, empty=not phases and not intervals

@@ -183,6 +183,7 @@ def test_timeline_geometry_scales_bars_and_gives_each_participant_a_lane() -> No
     assert g.lanes[2].y == 2 * p.SVG_ROW
     assert g.height == 3 * p.SVG_ROW + p.SVG_AXIS
     assert [t.label for t in g.ticks][0] == "10:00:00" and len(g.ticks) == 5
+    assert joining.show_label and joining.label_x == joining.x + 5
     assert not g.empty
 
 
@@ -194,6 +195,11 @@ def test_timeline_geometry_shows_blips_and_clamps() -> None:
         end=T0 + timedelta(seconds=10),
     )
     assert g.lanes[0].bars[0].width == 2.0
+    assert not g.lanes[0].bars[0].show_label  # "Failed" does not fit in a blip
+    short = p.timeline_geometry(
+        [], [p.Interval("A", T0, None)], start=T0, end=T0 + timedelta(seconds=2)
+    )
+    assert [t.label for t in short.ticks] == ["10:00:00", "", "10:00:01", "", "10:00:02"]
     assert g.lanes[1].bars[0].x == p.SVG_LABEL_WIDTH
     assert p.timeline_geometry([], [], start=T0, end=T0).empty
 

@@ -304,6 +304,38 @@ def test_the_upstream_stale_badge_appears_when_the_simulator_stalls(
     assert not page.locator("#stale-banner").is_visible()
 
 
+def test_while_the_browser_is_offline_the_badge_says_so_and_nothing_is_lost_or_doubled(
+    dash: Dash, context: Any
+) -> None:
+    assert dash.control is not None
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    session_id = new_session(dash, page)
+    dash.control.emit(session_id, status="active")
+    open_live(page, f"{dash.base_url}/sessions/{session_id}/")
+    wait_until(lambda: page_seqs(page) == dash.stored_seqs(session_id), 5, "rows == history")
+
+    context.set_offline(True)
+    page.locator('#browser-link[data-state="offline"]').wait_for(timeout=2000)
+    assert page.locator("#stale-banner").is_visible()
+    for n in range(6):
+        dash.control.emit(session_id, join=f"Offline {n}")
+    wait_until(lambda: len(dash.stored_seqs(session_id)) >= 8, 5, "events stored meanwhile")
+    page.wait_for_timeout(300)
+    assert "Offline 5" not in page.locator("#participants").inner_text()
+
+    context.set_offline(False)
+    page.locator('#browser-link[data-state="live"]').wait_for(timeout=10_000)
+    dash.control.emit(session_id, leave="Offline 0")
+    page.locator("#participants .person", has_text="Offline 5").wait_for(timeout=5000)
+    wait_until(
+        lambda: page_seqs(page) == dash.stored_seqs(session_id), 10, "rows == stored history"
+    )
+    rows = page_seqs(page)
+    assert rows == list(range(1, len(rows) + 1))
+    assert not page.locator("#stale-banner").is_visible()
+
+
 def test_after_the_server_restarts_the_timeline_equals_stored_history(
     simulator_server: Any, chromium: Any
 ) -> None:
