@@ -14,7 +14,6 @@ subscribers, and the in-memory layer degrades quadratically (shared/relay-perfor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from collections import deque
@@ -206,9 +205,9 @@ class Hub:
 
     async def _release(self, feed: _Feed) -> None:
         if feed.task is not None:
+            # Not awaited: channels-redis finishes an in-flight BZPOPMIN (up to its 5 s
+            # timeout) before the cancellation lands; nobody needs to wait for that.
             feed.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await feed.task
         if feed.channel is not None:
             try:
                 await self.layer.group_discard(feed.group, feed.channel)

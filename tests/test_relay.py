@@ -353,10 +353,7 @@ async def test_healthz_fails_when_watched_sessions_have_no_relay() -> None:
     await database_sync_to_async(services.mark_watched)(sid())
     response = await AsyncClient().get("/healthz")
     assert response.status_code == 503
-    assert response.json()["relay"] == {
-        "ok": False,
-        "mode": "none",
-        "running": False,
-        "sessions_watched": 1,
-        "links": {"idle": 1},
-    }
+    relay = response.json()["relay"]
+    assert (relay["ok"], relay["running"], relay["sessions_watched"]) == (False, False, 1)
+    assert relay["links"] == {"idle": 1}
+    assert relay["mode"] in ("none", "scaled")  # scaled when REDIS_URL is set (CI)

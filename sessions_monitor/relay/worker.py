@@ -131,10 +131,12 @@ class Relay:
         """Cancel every task; in-flight writes finish (they are shielded), then leases go."""
         global _current
         self.running = False
-        tasks = [*self._loops, *self._tasks.values()]
-        for task in tasks:
+        for task in [*self._loops, *self._tasks.values()]:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Follow tasks end at once; the loops may sit in a channels-redis BZPOPMIN that
+        # only notices the cancellation when it returns (up to 5 s): do not wait for them.
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.wait(self._loops, timeout=1)
         if self._writes:
             await asyncio.wait(self._writes, timeout=5)
         for session_id in list(self._tasks):
