@@ -106,6 +106,7 @@ class StreamStart:
     terminal: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
     last_seq: int = 0
+    resume_from: int | None = None
 
 
 def stream_start(session_id: str, last_event_id: int | None, limit: int = 10_000) -> StreamStart:
@@ -118,6 +119,10 @@ def stream_start(session_id: str, last_event_id: int | None, limit: int = 10_000
     if session is None:
         return StreamStart(known=False)
     terminal = session.status in TERMINAL_STATUSES
+    if last_event_id is not None and last_event_id > session.last_seq:
+        # An id we never issued (another deployment, a reset database): start afresh
+        # rather than silently dropping everything up to it.
+        last_event_id = None
     if last_event_id is not None:
         after = last_event_id
     elif terminal:
@@ -137,6 +142,7 @@ def stream_start(session_id: str, last_event_id: int | None, limit: int = 10_000
         terminal=terminal,
         events=events,
         last_seq=events[-1]["seq"] if events else after,
+        resume_from=last_event_id,
     )
 
 

@@ -313,7 +313,7 @@ async def session_stream(scope: Scope, receive: Receive, send: Send) -> None:
         if not start.watched and not start.terminal:
             await services.arequest_watch(session_id)
         await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
-        await _serve(scope, receive, send, subscription, start, last_event_id)
+        await _serve(scope, receive, send, subscription, start)
     finally:
         subscription.close()
 
@@ -324,10 +324,9 @@ async def _serve(
     send: Send,
     subscription: Subscription,
     start: StreamStart,
-    last_event_id: int | None,
 ) -> None:
     writer = _Writer(send, start_session_id(scope))
-    writer.last_seq = last_event_id or 0
+    writer.last_seq = start.resume_from or 0
 
     async def stream() -> None:
         if await writer.history(start.events):

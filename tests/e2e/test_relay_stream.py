@@ -325,6 +325,9 @@ def test_a_late_subscriber_to_an_ended_session_gets_its_history_then_close(stack
     assert [e["id"] for e in late] == [e["id"] for e in reader.events]
     after_last = stream_events(stack, session_id, headers={"Last-Event-ID": late[-2]["id"]})
     assert [e["event"] for e in after_last] == ["close"]
+    # An id we never issued starts afresh instead of hiding everything up to it.
+    unknown_id = stream_events(stack, session_id, headers={"Last-Event-ID": "999999"})
+    assert [e["id"] for e in unknown_id] == [e["id"] for e in late]
 
 
 def test_stream_headers_and_keepalive(stack) -> None:
