@@ -39,6 +39,8 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
     grant: embed.EmbedGrant
     subscription: Subscription | None = None
     pump: asyncio.Task[None] | None = None
+    # The newest state shown: summaries queued while the snapshot was read may be older.
+    shown_seq = 0
 
     async def connect(self) -> None:
         self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
@@ -67,6 +69,7 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
 
     async def send_snapshot(self) -> None:
         snapshot = await database_sync_to_async(selectors.session_snapshot)(self.session_id)
+        self.shown_seq = int((snapshot or {}).get("last_seq") or 0)
         await self.send(text_data=render_badge(snapshot, self.session_id))
 
     async def forward(self) -> None:
@@ -86,4 +89,8 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
         if message.kind == "resync":
             await self.send_snapshot()
         elif message.kind == "summary" and message.session_id == self.session_id:
+            seq = int(message.data.get("last_seq") or 0)
+            if seq < self.shown_seq:
+                return
+            self.shown_seq = seq
             await self.send(text_data=str(message.render(BADGE_KEY, badge_of)))

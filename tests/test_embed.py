@@ -238,7 +238,9 @@ async def test_the_live_channel_refuses_bad_tokens(fresh_channel_layer: Any, cas
 async def test_the_live_channel_sends_the_badge_then_each_change_rendered_once(
     fresh_channel_layer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    session = await database_sync_to_async(make_session)(status="joining", participants_present=0)
+    session = await database_sync_to_async(make_session)(
+        status="joining", participants_present=0, last_seq=5
+    )
     renders: list[str] = []
     original = embed_consumers.badge_of
 
@@ -258,7 +260,9 @@ async def test_the_live_channel_sends_the_badge_then_each_change_rendered_once(
     summary = await database_sync_to_async(session_summary)(session)
     other = {**summary, "session_id": OTHER, "status": "failed"}
     await fresh_channel_layer.group_send(SESSIONS_GROUP, {"type": "sessions.summary", **other})
-    changed = {**summary, "status": "active", "participants_present": 3}
+    stale = {**summary, "status": "initializing", "last_seq": 4}  # older than the snapshot (5)
+    await fresh_channel_layer.group_send(SESSIONS_GROUP, {"type": "sessions.summary", **stale})
+    changed = {**summary, "status": "active", "participants_present": 3, "last_seq": 6}
     await fresh_channel_layer.group_send(SESSIONS_GROUP, {"type": "sessions.summary", **changed})
     for communicator in (first, second):
         update = await communicator.receive_from(timeout=5)
