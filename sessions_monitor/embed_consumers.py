@@ -4,6 +4,11 @@ The token is checked before the handshake is accepted (refused = HTTP 403 to the
 and the socket closes itself when the token expires. Each `sessions.summary` of the session
 is rendered to badge HTML once per process (`HubMessage.render`), so a thousand widgets on
 the same session cost one render, not a thousand.
+
+Badges need the session's state after each change, which `sessions.summary` carries (event
+messages do not). The hub hands every summary to every subscriber of that key, so the widgets
+of a process share ONE summaries subscription (`BadgeFeed`) that routes each summary to the
+widgets of its session only: a summary of session A never wakes the widgets of session B.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -20,7 +26,7 @@ from django.template.loader import render_to_string
 
 from sessions_monitor import embed, selectors
 from sessions_monitor.embed_views import render_badge
-from sessions_monitor.hub import HubMessage, Subscription, get_hub
+from sessions_monitor.hub import Hub, HubMessage, Subscription, get_hub
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +40,89 @@ def badge_of(message: HubMessage) -> str:
     return render_badge(message.data, message.data.get("session_id") or message.session_id or "")
 
 
+class LatestOnly:
+    """A one-slot mailbox: a newer state replaces one not yet sent. A badge shows only the
+    latest state, so a slow socket skips intermediate ones instead of queueing them."""
+
+    def __init__(self) -> None:
+        self._message: HubMessage | None = None
+        self._ready = asyncio.Event()
+
+    def put(self, message: HubMessage) -> None:
+        self._message = message
+        self._ready.set()
+
+    async def get(self) -> HubMessage:
+        while self._message is None:
+            self._ready.clear()
+            await self._ready.wait()
+        message, self._message = self._message, None
+        return message
+
+
+class BadgeFeed:
+    """The widgets of one process (event loop): one hub subscription, routed by session id."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.boxes: dict[str, set[LatestOnly]] = {}
+        self.subscription: Subscription | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+
+    async def join(self, session_id: str) -> LatestOnly:
+        """Returns once this process receives the summaries: later changes reach the box."""
+        box = LatestOnly()
+        self.boxes.setdefault(session_id, set()).add(box)
+        async with self._starting:
+            if self.subscription is None:
+                self.subscription = await self.hub.subscribe(None)
+                self.task = asyncio.create_task(self._route(self.subscription), name="embed-feed")
+        return box
+
+    def leave(self, session_id: str, box: LatestOnly) -> None:
+        boxes = self.boxes.get(session_id, set())
+        boxes.discard(box)
+        if not boxes:
+            self.boxes.pop(session_id, None)
+        if not self.boxes and self.subscription is not None:
+            self.subscription.close()
+            if self.task is not None:
+                self.task.cancel()
+            self.subscription = self.task = None
+
+    def widget_count(self) -> int:
+        return sum(len(boxes) for boxes in self.boxes.values())
+
+    async def _route(self, subscription: Subscription) -> None:
+        async for message in subscription:
+            if message.kind == "resync":
+                targets = [box for boxes in self.boxes.values() for box in boxes]
+            else:
+                targets = list(self.boxes.get(message.session_id or "", ()))
+            for box in targets:
+                box.put(message)
+
+
+_feeds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BadgeFeed] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_badge_feed() -> BadgeFeed:
+    loop = asyncio.get_running_loop()
+    feed = _feeds.get(loop)
+    if feed is None:
+        feed = _feeds[loop] = BadgeFeed(get_hub())
+    return feed
+
+
 class EmbedBadgeConsumer(AsyncWebsocketConsumer):
     session_id: str
     grant: embed.EmbedGrant
-    subscription: Subscription | None = None
+    box: LatestOnly | None = None
     pump: asyncio.Task[None] | None = None
-    # The newest state shown: summaries queued while the snapshot was read may be older.
+    # The newest state shown: summaries that arrived while the snapshot was read may be older.
     shown_seq = 0
 
     async def connect(self) -> None:
@@ -50,8 +133,8 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
         except embed.InvalidEmbedToken:
             await self.close()
             return
-        # Subscribe before reading the snapshot: whatever changes after the read arrives.
-        self.subscription = await get_hub().subscribe(None)
+        # Join before reading the snapshot: whatever changes after the read arrives.
+        self.box = await get_badge_feed().join(self.session_id)
         await self.accept()
         await self.send_snapshot()
         self.pump = asyncio.create_task(self.forward(), name=f"embed:{self.session_id}")
@@ -61,8 +144,9 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
             self.pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.pump
-        if self.subscription is not None:
-            self.subscription.close()
+        if self.box is not None:
+            get_badge_feed().leave(self.session_id, self.box)
+            self.box = None
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Read-only: anything the browser sends is ignored."""
@@ -73,12 +157,12 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=render_badge(snapshot, self.session_id))
 
     async def forward(self) -> None:
-        assert self.subscription is not None
+        assert self.box is not None
         expires_in = self.grant.expires_at.timestamp() - time.time()
         try:
             async with asyncio.timeout(max(expires_in, 0)):
-                async for message in self.subscription:
-                    await self.forward_one(message)
+                while True:
+                    await self.forward_one(await self.box.get())
         except TimeoutError:
             # Say so before closing: the ws extension does not reconnect on 4xxx codes, and
             # the last badge would otherwise stay up as if it were live.

@@ -288,3 +288,28 @@ async def test_the_live_channel_closes_when_the_token_expires(fresh_channel_laye
     closed = await asyncio.wait_for(communicator.receive_output(timeout=5), timeout=6)
     assert closed == {"type": "websocket.close", "code": embed_consumers.CLOSE_EXPIRED}
     await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_widgets_share_one_summaries_subscription_routed_by_session(
+    fresh_channel_layer: Any,
+) -> None:
+    first_session = await database_sync_to_async(make_session)(status="joining")
+    await database_sync_to_async(make_session)(OTHER, status="joining", bot_name="Other Buddy")
+    mine, theirs = socket(SID, embed.make_token(SID)), socket(OTHER, embed.make_token(OTHER))
+    for communicator in (mine, theirs):
+        assert (await communicator.connect())[0]
+        await communicator.receive_from(timeout=5)
+    assert get_hub().subscriber_count(None) == 1
+    assert embed_consumers.get_badge_feed().widget_count() == 2
+
+    summary = await database_sync_to_async(session_summary)(first_session)
+    changed = {**summary, "status": "active"}
+    await fresh_channel_layer.group_send(SESSIONS_GROUP, {"type": "sessions.summary", **changed})
+    assert "In meeting" in await mine.receive_from(timeout=5)
+    assert await theirs.receive_nothing(timeout=0.2), "another session's change is not sent"
+    for communicator in (mine, theirs):
+        await communicator.disconnect()
+    await get_hub().wait_released()
+    assert get_hub().subscriber_count(None) == 0
+    assert embed_consumers.get_badge_feed().widget_count() == 0
