@@ -443,3 +443,6 @@ def test_discovery_watches_new_upstream_sessions_within_the_interval(
         ) == [(0,)]
         health = httpx.get(stack.base_url + "/healthz", timeout=10).json()
         assert health["relay"]["running"] is True
+        # SIGTERM: the relay stops its tasks and the process exits cleanly.
+        assert stack.server.terminate() == 0
+        assert "relay stopped" in stack.server.log()
