@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -107,7 +108,9 @@ class Simulator:
 
         control = bool(settings.DEBUG) or os.getenv("MEETINGDASH_SIMULATOR_CONTROL") == "1"
         return cls(
-            seed=int(os.getenv("MEETINGDASH_SIMULATOR_SEED", "0")),
+            # A fresh seed per start unless pinned: a fixed one would replay the same
+            # session ids into a database that already holds them from the last demo.
+            seed=int(os.getenv("MEETINGDASH_SIMULATOR_SEED") or secrets.randbits(32)),
             speed=float(os.getenv("MEETINGDASH_SIMULATOR_SPEED", "1")),
             initial_sessions=int(os.getenv("MEETINGDASH_SIMULATOR_SESSIONS", "5")),
             keepalive_seconds=float(os.getenv("MEETINGDASH_SIMULATOR_KEEPALIVE", "15")),
