@@ -92,12 +92,22 @@ class Subscription:
         if self.closed or self._resync_pending:
             return
         if len(self._queue) >= self.maxsize:
-            self._queue.clear()
-            self._queue.append(HubMessage("resync", self.key, {"reason": "fell behind"}))
-            self._resync_pending = True
-            self.resyncs += 1
-        else:
-            self._queue.append(message)
+            self._resync("fell behind")
+            return
+        self._queue.append(message)
+        self._wake()
+
+    def _resync(self, reason: str) -> None:
+        """Replace whatever is queued by one `resync`: it all gets reloaded from history."""
+        if self.closed or self._resync_pending:
+            return
+        self._queue.clear()
+        self._queue.append(HubMessage("resync", self.key, {"reason": reason}))
+        self._resync_pending = True
+        self.resyncs += 1
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -158,6 +168,8 @@ class _Feed:
         self.ready = asyncio.Event()
         self.error: BaseException | None = None
         self.messages = 0
+        self.last_seq = 0
+        self.gaps = 0
 
 
 class Hub:
@@ -244,7 +256,24 @@ class Hub:
             if message is None:
                 continue
             feed.messages += 1
+            if message.seq is not None and not self._in_order(feed, message.seq):
+                continue
             self.publish_local(feed, message)
+
+    @staticmethod
+    def _in_order(feed: _Feed, seq: int) -> bool:
+        """Seqs of one session are gap-free and every stored event is broadcast, so a gap
+        means a lost broadcast (failure, a full in-memory channel) or two relays' broadcasts
+        crossing during a take-over: every subscriber resyncs from history, which has it
+        all. A seq at or below the last one is a late duplicate of something history covers."""
+        last, feed.last_seq = feed.last_seq, max(feed.last_seq, seq)
+        if last and seq <= last:
+            return False
+        if last and seq > last + 1:
+            feed.gaps += 1
+            for subscription in tuple(feed.subscribers):
+                subscription._resync(f"missed events {last + 1}..{seq - 1}")
+        return True
 
     @staticmethod
     def publish_local(feed: _Feed, message: HubMessage) -> None:

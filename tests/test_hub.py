@@ -184,3 +184,33 @@ async def test_it_fans_out_over_redis_with_one_membership(redis_url, settings) -
     await hub.wait_released()
     assert await group_members(layer, session_group(session_id)) == set()
     await layer.flush()
+
+
+async def test_a_gap_in_seqs_resyncs_every_subscriber_and_late_duplicates_are_dropped(
+    fresh_channel_layer,
+) -> None:
+    hub = Hub(fresh_channel_layer)
+    session_id = new_session_id()
+    first = await hub.subscribe(session_id)
+    second = await hub.subscribe(session_id)
+    group = session_group(session_id)
+    for seq in (1, 2, 2):  # 2 repeated
+        await fresh_channel_layer.group_send(group, event_message(session_id, seq))
+    for subscription in (first, second):
+        got = [await asyncio.wait_for(subscription.get(), 5) for _ in range(2)]
+        assert [m.seq for m in got] == [1, 2]
+    for seq in (4, 3, 5):  # 3 lost, then arrives late
+        await fresh_channel_layer.group_send(group, event_message(session_id, seq))
+    feed = hub._feeds[session_id]
+    async with asyncio.timeout(5):
+        while feed.messages < 6:  # the hub has read all of them (Redis delivers later)
+            await asyncio.sleep(0.01)
+    for subscription in (first, second):
+        message = await asyncio.wait_for(subscription.get(), 5)
+        assert (message.kind, message.data["reason"]) == ("resync", "missed events 3..3")
+        # Nothing is queued behind the resync: history has 4 and 5 too.
+        assert subscription.qsize() == 0
+    await fresh_channel_layer.group_send(group, event_message(session_id, 6))
+    assert (await asyncio.wait_for(first.get(), 5)).seq == 6
+    first.close()
+    second.close()
