@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from channels.db import database_sync_to_async
 from django.db import close_old_connections
 
 from sessions_monitor import services
@@ -322,3 +323,27 @@ def test_watch_flags_and_metadata() -> None:
     MeetingSession.objects.filter(pk=session_id).update(stream_state=StreamState.FAILED)
     assert services.mark_watched(session_id) is True
     assert MeetingSession.objects.get(pk=session_id).stream_state == StreamState.IDLE
+
+
+async def test_a_lost_broadcast_reaches_subscribers_through_a_resync(fresh_channel_layer) -> None:
+    from sessions_monitor.selectors import events_after
+
+    session_id = sid()
+    subscription = await Hub(fresh_channel_layer).subscribe(session_id)
+    working_group_send = fresh_channel_layer.group_send
+
+    async def failing_once(group: str, message: dict) -> None:
+        fresh_channel_layer.group_send = working_group_send
+        raise ConnectionError("layer hiccup")
+
+    await services.arecord_event(session_id=session_id, event=status(session_id, "joining"))
+    fresh_channel_layer.group_send = failing_once
+    await services.arecord_event(session_id=session_id, event=status(session_id, "active", 1))
+    await services.arecord_event(session_id=session_id, event=status(session_id, "completed", 2))
+
+    seen = 0
+    while (message := await asyncio.wait_for(subscription.get(), 5)).kind != "resync":
+        seen = message.seq  # event 1, unless the resync already replaced it in the queue
+    missed = await database_sync_to_async(events_after)(session_id, seen)
+    assert [e["status"] for e in missed][-2:] == ["active", "completed"]
+    subscription.close()
