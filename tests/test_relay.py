@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -112,7 +113,7 @@ async def play(simulator_server, session_id: str, steps, *, before_each=None) ->
         )
         stored = len(await history(session_id))
         await asyncio.to_thread(control.emit, session_id, **{key: value})
-        await eventually(lambda stored=stored: _grew(session_id, stored))
+        await eventually(functools.partial(_grew, session_id, stored))
 
 
 async def _grew(session_id: str, before: int) -> bool:
@@ -305,7 +306,7 @@ async def test_stop_ends_every_task(relay, simulator_server) -> None:
         simulator_server.control.create_session(session_id=session_id, manual=True)
         await relay.watch(session_id)
     for session_id in ids:
-        await eventually(lambda session_id=session_id: _state_is(session_id, StreamState.LIVE))
+        await eventually(functools.partial(_state_is, session_id, StreamState.LIVE))
 
     await relay.stop()
 

@@ -169,7 +169,7 @@ def _lease_holders(redis_url: str, prefix: str, session_ids: list[str]) -> dict[
         values = {sid: client.get(f"{prefix}:relay-lease:{sid}") for sid in session_ids}
     finally:
         client.close()
-    return {sid: value.decode() for sid, value in values.items() if value}
+    return {sid: value.decode() for sid, value in values.items() if isinstance(value, bytes)}
 
 
 def _wait_stored_everywhere(readers: dict[str, list[Reader]], count: int) -> None:

@@ -28,7 +28,7 @@ STEPS: list[dict[str, str]] = [
     {"status": "completed"},
 ]
 # What a subscriber that connected before the first step receives: (event, key fields).
-EXPECTED = [
+EXPECTED: list[tuple[str, dict[str, Any]]] = [
     ("status", {"status": "initializing", "previous_status": None}),
     ("status", {"status": "joining", "previous_status": "initializing"}),
     ("status", {"status": "active", "previous_status": "joining"}),
@@ -232,7 +232,7 @@ def test_the_providers_requests_loop_reads_our_stream_to_close(stack) -> None:
                 event_type = line[len("event: ") :]
             elif line.startswith("data: "):
                 data = json.loads(line[len("data: ") :])
-                received.append((event_type, data))
+                received.append((event_type or "message", data))
                 if event_type == "close":
                     break
 
