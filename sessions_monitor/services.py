@@ -123,8 +123,8 @@ def record_event(
             metrics.inc("events_deduplicated")
             return None
         stored = _store(session, change, event, now)
-        _apply(session, change, stored, now)
-        session.save()
+        changed = _apply(session, change, stored, now)
+        session.save(update_fields=["last_seq", "last_event_at", *changed])
         recorded = RecordedEvent(
             session_id, stored.seq, event_to_dict(stored), session_summary(session)
         )
@@ -286,21 +286,29 @@ def _store(
     )
 
 
-def _apply(session: MeetingSession, change: _Change, stored: SessionEvent, now: datetime) -> None:
-    """Fold a stored event into the session row and presence intervals."""
+def _apply(
+    session: MeetingSession, change: _Change, stored: SessionEvent, now: datetime
+) -> list[str]:
+    """Fold a stored event into the session row and presence intervals; returns the
+    session fields it changed (the UPDATE then writes only those: measurably cheaper)."""
     at = stored.upstream_timestamp or now
+    changed = []
     if session.started_at is None:
         session.started_at = at
+        changed.append("started_at")
     if change.kind == EventKind.STATUS:
         session.previous_status = change.previous_status
         session.status = change.status
         session.status_since = at
+        changed += ["previous_status", "status", "status_since"]
         if change.status == "failed":
             session.failed_from_status = change.previous_status
             session.error_code = change.error_code
             session.error_message = change.error_message
+            changed += ["failed_from_status", "error_code", "error_message"]
         if change.status in TERMINAL_STATUSES:
             session.ended_at = at
+            changed.append("ended_at")
     elif change.kind == EventKind.JOINED:
         Presence.objects.create(
             session=session,
@@ -311,11 +319,14 @@ def _apply(session: MeetingSession, change: _Change, stored: SessionEvent, now: 
         # _decide saw no open interval for this name, so exactly one more is present.
         session.participants_present += 1
         session.peak_participants = max(session.peak_participants, session.participants_present)
+        changed += ["participants_present", "peak_participants"]
     elif change.kind == EventKind.LEFT:
         Presence.objects.filter(
             session=session, participant_name=change.participant_name, left_at__isnull=True
         ).update(left_at=at, leave_seq=stored.seq)
         session.participants_present = max(0, session.participants_present - 1)
+        changed.append("participants_present")
+    return changed
 
 
 def _last_noted_state(session: MeetingSession) -> str | None:
