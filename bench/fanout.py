@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-MARK = re.compile(rb'"participant_name":"p(\d+)"')
+MARK = re.compile(rb'"participant_name":"p(\d+)"|class="event-summary">p(\d+) joined<')
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -291,10 +291,15 @@ async def load_client(host: str, port: int, request: bytes, n: int, events: int)
     async def subscriber(index: int) -> None:
         nonlocal connected, finished
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(request)
+        # Bytes after the request head (a WebSocket hello frame) go out once the response
+        # head is in: servers do not read frames pipelined with the upgrade.
+        request_head, separator, first_frame = request.partition(b"\r\n\r\n")
+        writer.write(request_head + separator)
         head = await reader.readuntil(b"\r\n\r\n")
-        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+        if not re.search(rb" (200|101) ", head.split(b"\r\n", 1)[0]):
             raise RuntimeError(head.decode(errors="replace"))
+        if first_frame:
+            writer.write(first_frame)
         connected += 1
         if connected == n:
             all_connected.set()
@@ -308,7 +313,7 @@ async def load_client(host: str, port: int, request: bytes, n: int, events: int)
             data = tail + chunk
             end = 0
             for match in MARK.finditer(data):
-                mine.setdefault(int(match.group(1)), []).append(now)
+                mine.setdefault(int(match.group(1) or match.group(2)), []).append(now)
                 end = match.end()
             tail = data[max(end, len(data) - 64) :]
             if len(mine) >= events and index not in seen_all:
@@ -357,7 +362,7 @@ def measure(target: Any, n: int, events: int, interval: float) -> dict[str, Any]
             text=True,
             cwd=ROOT,
         )
-        env_request = running.request.decode()
+        env_request = running.request.decode("latin-1")  # a WebSocket frame is not UTF-8
         client.stdin.write(env_request.replace("\r\n", "\\r\\n") + "\n")  # type: ignore[union-attr]
         client.stdin.flush()  # type: ignore[union-attr]
         assert client.stdout.readline().strip() == "READY"  # type: ignore[union-attr]
@@ -400,6 +405,124 @@ def measure(target: Any, n: int, events: int, interval: float) -> dict[str, Any]
     }
 
 
+# == The dashboard's live channel (DASH) =======================================================
+#
+# The same `serve` + simulator path as MeetingDashStream, but the subscribers are the detail
+# page's WebSocket (`/ws/sessions/<id>/`, logged-in session cookie): each delivery is the
+# server-rendered HTML frame (event row + re-rendered regions), rendered once per process per
+# event and shared by every viewer. The raw request is the HTTP upgrade followed by the page's
+# hello frame (`{"after": <last stored seq>}`, what a freshly rendered page sends), masked as a
+# browser would send it.
+
+
+def _ws_text_frame(payload: bytes) -> bytes:
+    """A client→server text frame (a zero mask key is valid and keeps the bytes readable)."""
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + b"\x00\x00\x00\x00" + payload
+
+
+def _stored_events(db_path: Path, session_id: str) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db_path, timeout=10)) as db:
+        query = "SELECT count(*) FROM sessions_monitor_sessionevent WHERE session_id = ?"
+        return int(db.execute(query, (session_id,)).fetchone()[0])
+
+
+def _last_seq(db_path: Path, session_id: str) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db_path, timeout=10)) as db:
+        query = "SELECT max(seq) FROM sessions_monitor_sessionevent WHERE session_id = ?"
+        return int(db.execute(query, (session_id,)).fetchone()[0] or 0)
+
+
+class DashboardLiveChannel:
+    name = "MeetingDash dashboard live channel (ws, HTML)"
+
+    @contextlib.contextmanager
+    def start(self) -> Iterator[TargetProcess]:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-dash-"))
+        sim_port, port = free_port(), free_port()
+        session_id = f"mbsess_dash{uuid.uuid4().hex[:8]}"
+        sim_args = ["manage.py", "simulate_upstream", "--port", str(sim_port)]
+        sim_args += ["--sessions", "0", "--no-arrivals", "--control", "--keepalive", "15"]
+        with child(sim_args):
+            sim = f"http://127.0.0.1:{sim_port}"
+            wait_http(sim + "/_control/stats")
+            env = {
+                "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+                "REDIS_URL": "",
+                "MEETINGBUDDY_API_URL": sim,
+                "MEETINGDASH_DISCOVERY_SECONDS": "0",
+                "DJANGO_DEBUG": "0",
+                "DJANGO_SECRET_KEY": "bench-" + uuid.uuid4().hex,
+                "DJANGO_SECURE_SSL_REDIRECT": "0",
+                "DJANGO_LOG_LEVEL": "WARNING",
+            }
+            full_env = {**os.environ, **env}
+
+            def run(*args: str) -> str:
+                return subprocess.run(
+                    [sys.executable, "manage.py", *args],
+                    cwd=ROOT,
+                    env=full_env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+
+            run("migrate", "--noinput", "-v", "0")
+            session_key = run(
+                "shell",
+                "-c",
+                "from django.contrib import auth; "
+                "from django.contrib.auth.models import User; "
+                "from django.contrib.sessions.backends.db import SessionStore; "
+                "u = User.objects.create_user('bench'); s = SessionStore(); "
+                "s[auth.SESSION_KEY] = str(u.pk); "
+                "s[auth.BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'; "
+                "s[auth.HASH_SESSION_KEY] = u.get_session_auth_hash(); s.create(); "
+                "print(s.session_key)",
+            ).split()[-1]  # `shell` may print its auto-import note first
+            httpx.post(
+                sim + "/_control/sessions", json={"session_id": session_id, "manual": True}
+            ).raise_for_status()
+            run("watch_session", session_id)
+            with child(["manage.py", "serve", "--port", str(port)], env) as server:
+                base = f"http://127.0.0.1:{port}"
+                wait_http(base + "/healthz")
+                deadline = time.monotonic() + 30
+                while not _stored_events(tmp / "db.sqlite3", session_id):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the relay never stored the session's first event")
+                    time.sleep(0.2)
+                control = httpx.Client(base_url=sim, timeout=10)
+
+                def publish(k: int) -> None:
+                    control.post(
+                        f"/_control/sessions/{session_id}/emit", json={"join": f"p{k}"}
+                    ).raise_for_status()
+
+                request = (
+                    f"GET /ws/sessions/{session_id}/ HTTP/1.1\r\n"
+                    f"Host: 127.0.0.1:{port}\r\nOrigin: {base}\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: bWVldGluZ2Rhc2hiZW5jaA==\r\nSec-WebSocket-Version: 13\r\n"
+                    f"Cookie: sessionid={session_key}\r\n\r\n"
+                ).encode()
+                # The page's watermark: a freshly rendered page holds everything stored so far.
+                after = _last_seq(tmp / "db.sqlite3", session_id)
+                request += _ws_text_frame(b'{"after": %d}' % after)
+                try:
+                    yield TargetProcess(server.pid, "127.0.0.1", port, request, publish)
+                finally:
+                    control.close()
+
+
+TARGETS.append(DashboardLiveChannel())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, nargs="+", default=[100, 1000])
@@ -413,7 +536,7 @@ def main() -> None:
         return
     if args.load_client:
         host, port, n, events = args.load_client
-        request = sys.stdin.readline().rstrip("\n").replace("\\r\\n", "\r\n").encode()
+        request = sys.stdin.readline().rstrip("\n").replace("\\r\\n", "\r\n").encode("latin-1")
         asyncio.run(load_client(host, int(port), request, int(n), int(events)))
         return
     print(

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -35,6 +35,7 @@ from sessions_monitor import presentation
 from sessions_monitor.hub import HubMessage, Subscription, get_hub
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DETAIL = "sessions_monitor/session_detail.html"
 LIST = "sessions_monitor/session_list.html"
@@ -45,16 +46,48 @@ MAX_BATCH = 2000
 PER_PAGE = 25
 
 
-def render_once_async(
+async def render_once_async(
     message: HubMessage, key: str, factory: Callable[[], Awaitable[str]]
-) -> Awaitable[str]:
+) -> str:
     """Like `HubMessage.render`, for renderings that need a read first.
 
     The first caller starts one task and caches it on the message; concurrent and later
     callers await that same task, so the read and the render happen once per process.
     """
     cached = message.render(key, lambda _message: cast(str, asyncio.ensure_future(factory())))
-    return asyncio.shield(cast("asyncio.Future[str]", cached))
+    task = cast("asyncio.Future[str]", cached)
+    if task.done():
+        return task.result()
+    # Shielded: a viewer that disconnects mid-wait must not cancel everyone's rendering.
+    return await asyncio.shield(task)
+
+
+_in_flight: dict[tuple[Any, ...], tuple[float, asyncio.Future[Any]]] = {}
+
+
+async def single_flight(
+    key: tuple[Any, ...], factory: Callable[[], Awaitable[T]], *, not_before: float
+) -> T:
+    """Concurrent callers with an equal key share one call and its result.
+
+    When 1,000 pages (re)connect at once they send the same hello; without this, 1,000
+    identical reads would queue in the thread pool ahead of the relay's writes. A caller
+    only joins a call that started at or after `not_before` (its hub subscription): a read
+    begun earlier could miss an event this caller's subscription did not see either.
+    """
+    loop = asyncio.get_running_loop()
+    key = (id(loop), *key)
+    started, future = _in_flight.get(key, (0.0, None))
+    if future is None or started < not_before:
+        started, future = loop.time(), asyncio.ensure_future(factory())
+        _in_flight[key] = (started, future)
+
+        def forget(_done: asyncio.Future[Any], key: tuple[Any, ...] = key) -> None:
+            if _in_flight.get(key, (0.0, None))[1] is _done:
+                del _in_flight[key]
+
+        future.add_done_callback(forget)
+    return cast(T, await asyncio.shield(future))
 
 
 def _allowed(scope: dict[str, Any]) -> bool:
@@ -62,12 +95,24 @@ def _allowed(scope: dict[str, Any]) -> bool:
     return bool(user is not None and user.is_authenticated and user.is_active)
 
 
-async def next_batch(subscription: Subscription, quiet_seconds: float) -> list[HubMessage] | None:
-    """Wait for one message, then drain what else is queued. None after `quiet_seconds` of quiet."""
-    try:
-        first = await asyncio.wait_for(subscription.get(), quiet_seconds)
-    except TimeoutError:
-        return None
+async def next_batch(
+    subscription: Subscription, quiet_seconds: float | None = None
+) -> list[HubMessage] | None:
+    """Wait for one message, then drain what else is queued (coalescing).
+
+    None after `quiet_seconds` of quiet; without it, no timer at all (the live pumps: a
+    delivery to 1,000 viewers should not cost 1,000 timers).
+    """
+    first = subscription.get_nowait()
+    if first is None:
+        if quiet_seconds is None:
+            first = await subscription.get()
+        else:
+            try:
+                async with asyncio.timeout(quiet_seconds):
+                    first = await subscription.get()
+            except TimeoutError:
+                return None
     batch = [first]
     while len(batch) < MAX_BATCH:
         message = subscription.get_nowait()
@@ -90,24 +135,54 @@ def parse_after(text: str | None) -> int | None:
 class _LiveConsumer(AsyncWebsocketConsumer):
     """Shared plumbing: auth, subscriptions, one pump task, keepalives."""
 
+    # No channel-layer channel per browser: everything live comes from the hub. (An alias
+    # that is not configured makes Channels skip `new_channel()` and its receive loop.)
+    channel_layer_alias = "meetingdash-live-pages-use-the-hub"
+
     subscriptions: list[Subscription]
     pump: asyncio.Task[None] | None
 
     async def connect(self) -> None:
         self.subscriptions = []
         self.pump = None
+        self.keepalive: asyncio.Task[None] | None = None
         if not _allowed(self.scope):
             await self.close()
             return
         await self.subscribe()
+        self.subscribed_at = asyncio.get_running_loop().time()
         await self.accept()
+        self.last_send = asyncio.get_running_loop().time()
+        self.keepalive = asyncio.ensure_future(self._guard(self._keepalives()))
+        self.accepted()
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        self.last_send = asyncio.get_running_loop().time()
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
+    async def _keepalives(self) -> None:
+        """A keepalive after KEEPALIVE_SECONDS without any frame (one timer per connection,
+        not one per delivery); the page's watchdog reconnects when even these stop."""
+        loop = asyncio.get_running_loop()
+        while True:
+            quiet_for = loop.time() - self.last_send
+            if quiet_for >= KEEPALIVE_SECONDS:
+                await self.send(text_data=KEEPALIVE)
+                continue
+            await asyncio.sleep(KEEPALIVE_SECONDS - quiet_for)
 
     async def subscribe(self) -> None:
         raise NotImplementedError
 
+    def accepted(self) -> None:
+        """Start what may send on its own (after `accept()`)."""
+
     async def disconnect(self, code: int) -> None:
-        if self.pump is not None:
-            self.pump.cancel()
+        for task in (self.pump, self.keepalive):
+            if task is not None:
+                task.cancel()
         for subscription in self.subscriptions:
             subscription.close()
 
@@ -135,7 +210,10 @@ class SessionDetailConsumer(_LiveConsumer):
         self.events = await hub.subscribe(self.session_id)
         self.summaries = await hub.subscribe(None)
         self.subscriptions = [self.events, self.summaries]
-        self.badges: asyncio.Task[None] = asyncio.ensure_future(self._guard(self._badges()))
+
+    def accepted(self) -> None:
+        self.last_badge = ""
+        self.badges = asyncio.ensure_future(self._guard(self._badges()))
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "badges"):
@@ -152,9 +230,8 @@ class SessionDetailConsumer(_LiveConsumer):
     async def _events_pump(self, after: int) -> None:
         last = await self._replay(after)
         while True:
-            batch = await next_batch(self.events, KEEPALIVE_SECONDS)
+            batch = await next_batch(self.events)
             if batch is None:
-                await self.send(text_data=KEEPALIVE)
                 continue
             if any(message.kind == "resync" for message in batch):
                 last = await self._reload()
@@ -174,40 +251,33 @@ class SessionDetailConsumer(_LiveConsumer):
 
     async def _replay(self, after: int) -> int:
         """Send exactly the stored events after `after`; return the last seq sent."""
-        history = await database_sync_to_async(presentation.read_events)(
-            self.session_id, after, REPLAY_LIMIT + 1
+        html, last = await single_flight(
+            ("replay", self.session_id, after),
+            lambda: replay(self.session_id, after),
+            not_before=self.subscribed_at,
         )
-        if len(history) > REPLAY_LIMIT:
-            return await self._reload()
-        detail = await database_sync_to_async(presentation.read_detail)(self.session_id)
-        if detail is None:
-            return after
-        if not history:
-            if after > detail.session.last_seq and after > detail.last_seq:
-                return await self._reload()  # the page claims more than we hold: start over
-            return after
-        last = history[-1].seq
-        context = presentation.detail_context(detail)
-        context["after"] = last
-        html = render_to_string(f"{DETAIL}#live-rows", {"events": history}) + render_to_string(
-            f"{DETAIL}#live-regions", context
-        )
-        await self.send(text_data=html)
+        if html:
+            await self.send(text_data=html)
         return last
 
     async def _reload(self) -> int:
-        """Re-render every region from stored history, say so, and resume after it."""
-        detail = await database_sync_to_async(presentation.read_detail)(self.session_id)
-        if detail is None:
-            return 0
-        context = presentation.detail_context(detail, resynced=True)
-        await self.send(text_data=render_to_string(f"{DETAIL}#live-reload", context))
-        return detail.last_seq
+        """Re-render every region from stored history, say so, and resume after it.
+
+        Only after a hub `resync` (the queue was dropped just now), so only a read that
+        starts now may be shared.
+        """
+        html, last = await single_flight(
+            ("reload", self.session_id),
+            lambda: reload(self.session_id),
+            not_before=asyncio.get_running_loop().time(),
+        )
+        if html:
+            await self.send(text_data=html)
+        return last
 
     def _row(self, message: HubMessage) -> Awaitable[str]:
         if "raw" in message.data:
-            event = presentation.timeline_event(message.data)
-            return _done(message.render("dash.detail.row", lambda _m: render_row(event)))
+            return _done(message.render("dash.detail.row", row_from_data))
 
         async def read_and_render() -> str:
             events = await database_sync_to_async(presentation.read_events)(
@@ -234,18 +304,21 @@ class SessionDetailConsumer(_LiveConsumer):
     async def _badges(self) -> None:
         """The upstream badge follows the session's summaries (stream state changes)."""
         while True:
-            batch = await next_batch(self.summaries, 3600)
+            batch = await next_batch(self.summaries)
             if not batch:
                 continue
             if any(m.kind == "resync" for m in batch):
                 session = await database_sync_to_async(presentation.read_session)(self.session_id)
                 if session is not None:
-                    await self.send(text_data=render_badge(session.upstream))
+                    self.last_badge = render_badge(session.upstream)
+                    await self.send(text_data=self.last_badge)
                 continue
             mine = [m for m in batch if m.session_id == self.session_id]
             if mine:
-                latest = mine[-1]
-                await self.send(text_data=str(latest.render("dash.badge", summary_badge)))
+                badge = str(mine[-1].render("dash.badge", summary_badge))
+                if badge != self.last_badge:  # most summaries leave the link as it was
+                    self.last_badge = badge
+                    await self.send(text_data=badge)
 
 
 class SessionListConsumer(_LiveConsumer):
@@ -273,9 +346,8 @@ class SessionListConsumer(_LiveConsumer):
     async def _pump(self) -> None:
         await self._send_list()
         while True:
-            batch = await next_batch(self.summaries, KEEPALIVE_SECONDS)
+            batch = await next_batch(self.summaries)
             if batch is None:
-                await self.send(text_data=KEEPALIVE)
                 continue
             if any(message.kind == "resync" for message in batch):
                 await self._send_list()
@@ -295,28 +367,11 @@ class SessionListConsumer(_LiveConsumer):
 
     async def _send_list(self) -> None:
         """The list for this page's parameters, fresh from the database (after a (re)connect)."""
-
-        def read() -> dict[str, Any]:
-            page = presentation.search_sessions(
-                filter_name=self.filter, query=self.query, page_number=self.page, per_page=PER_PAGE
-            )
-            rows = list(page.object_list)
-            page.paginator.num_pages  # noqa: B018 (count now, not while rendering in the loop)
-            return {
-                "page_obj": page,
-                "rows": rows,
-                "overall": presentation.read_overall_upstream(),
-            }
-
-        data = await database_sync_to_async(read)()
-        self.on_screen = [row.session_id for row in data["rows"]]
-        context = {
-            "page_obj": data["page_obj"],
-            "filter": self.filter,
-            "query": self.query,
-            "oob": True,
-        }
-        html = render_to_string(f"{LIST}#list-region", context) + render_badge(data["overall"])
+        params = (self.filter, self.query, self.page)
+        html, on_screen = await single_flight(
+            ("list", *params), lambda: render_list(*params), not_before=self.subscribed_at
+        )
+        self.on_screen = list(on_screen)
         await self.send(text_data=html)
 
     def _row_changes(self, message: HubMessage) -> list[str]:
@@ -347,6 +402,58 @@ class SessionListConsumer(_LiveConsumer):
         return []
 
 
+# --- (re)connect answers: same hello, same bytes ---------------------------------------------
+
+
+async def replay(session_id: str, after: int) -> tuple[str, int]:
+    """The frame that brings a page holding events up to `after` up to date, and its last seq.
+
+    '' when nothing was missed (the usual case for a page just rendered); the full reload
+    past REPLAY_LIMIT or when the page claims more than we hold.
+    """
+    history = await database_sync_to_async(presentation.read_events)(
+        session_id, after, REPLAY_LIMIT + 1
+    )
+    if len(history) > REPLAY_LIMIT:
+        return await reload(session_id)
+    if not history:
+        stored = await database_sync_to_async(presentation.last_stored_seq)(session_id)
+        return await reload(session_id) if after > stored else ("", after)
+    detail = await database_sync_to_async(presentation.read_detail)(session_id)
+    if detail is None:
+        return "", after
+    last = history[-1].seq
+    context = presentation.detail_context(detail)
+    context["after"] = last
+    rows = render_to_string(f"{DETAIL}#live-rows", {"events": history})
+    return rows + render_to_string(f"{DETAIL}#live-regions", context), last
+
+
+async def reload(session_id: str) -> tuple[str, int]:
+    detail = await database_sync_to_async(presentation.read_detail)(session_id)
+    if detail is None:
+        return "", 0
+    context = presentation.detail_context(detail, resynced=True)
+    return render_to_string(f"{DETAIL}#live-reload", context), detail.last_seq
+
+
+async def render_list(filter_name: str, query: str, page_number: int) -> tuple[str, list[str]]:
+    """The list region (+ overall badge) for these parameters, and the session ids on it."""
+
+    def read() -> dict[str, Any]:
+        page = presentation.search_sessions(
+            filter_name=filter_name, query=query, page_number=page_number, per_page=PER_PAGE
+        )
+        rows = list(page.object_list)
+        page.paginator.num_pages  # noqa: B018 (count now, not while rendering in the loop)
+        return {"page_obj": page, "rows": rows, "overall": presentation.read_overall_upstream()}
+
+    data = await database_sync_to_async(read)()
+    context = {"page_obj": data["page_obj"], "filter": filter_name, "query": query, "oob": True}
+    html = render_to_string(f"{LIST}#list-region", context) + render_badge(data["overall"])
+    return html, [row.session_id for row in data["rows"]]
+
+
 # --- renderings shared by every viewer ----------------------------------------------------
 
 
@@ -357,6 +464,10 @@ async def _done(value: Any) -> str:
 def render_row(event: presentation.TimelineEvent) -> str:
     announce = event.summary if event.kind in ("status", "joined", "left") else ""
     return render_to_string(f"{DETAIL}#live-rows", {"events": [event], "announce": announce})
+
+
+def row_from_data(message: HubMessage) -> str:
+    return render_row(presentation.timeline_event(message.data))
 
 
 def render_badge(freshness: presentation.Freshness) -> str:

@@ -699,6 +699,17 @@ class SessionDetail:
         return timeline_geometry(phases, intervals, start=start, end=max(end, start))
 
 
+def last_stored_seq(session_id: str) -> int:
+    """The highest stored event seq of a session (0 when none)."""
+    last = (
+        SessionEvent.objects.filter(session_id=session_id)
+        .order_by("-seq")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    return int(last or 0)
+
+
 def read_session(session_id: str, now: datetime | None = None) -> SessionView | None:
     row = MeetingSession.objects.filter(pk=session_id).values(*_SESSION_FIELDS).first()
     return None if row is None else session_view(row, now)

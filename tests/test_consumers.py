@@ -418,3 +418,27 @@ async def test_quiet_channels_send_keepalives(
     await communicator.disconnect()
     await asyncio.sleep(0.05)
     assert get_hub().subscriber_count("mbsess_quiet") == 0
+
+
+async def test_single_flight_shares_a_read_only_with_later_subscribers() -> None:
+    calls = 0
+    gate = asyncio.Event()
+
+    async def read() -> int:
+        nonlocal calls
+        calls += 1
+        mine = calls
+        await gate.wait()
+        return mine
+
+    loop = asyncio.get_running_loop()
+    early = loop.time()
+    first = asyncio.ensure_future(consumers.single_flight(("k",), read, not_before=early))
+    second = asyncio.ensure_future(consumers.single_flight(("k",), read, not_before=early))
+    await asyncio.sleep(0.01)
+    late = loop.time() + 1  # subscribed after the first read began: must not share it
+    third = asyncio.ensure_future(consumers.single_flight(("k",), read, not_before=late))
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await asyncio.gather(first, second, third) == [1, 1, 2]
+    assert calls == 2 and not consumers._in_flight
