@@ -4,15 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('sessions_monitor', '0001_initial'),
+        ("sessions_monitor", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='meetingsession',
-            name='stream_error_code',
-            field=models.CharField(blank=True, default='', help_text='Upstream error code of a failed link.', max_length=100),
+            model_name="meetingsession",
+            name="stream_error_code",
+            field=models.CharField(
+                blank=True,
+                default="",
+                help_text="Upstream error code of a failed link.",
+                max_length=100,
+            ),
         ),
     ]
