@@ -68,7 +68,7 @@ def dash_env(db_path: Path, **extra: str) -> dict[str, str]:
         "DEMO_PASSWORD": PASSWORD,
         "DJANGO_DEBUG": "1",
         "MEETINGDASH_SIMULATOR_CONTROL": "1",
-        "MEETINGDASH_SIMULATOR_SESSIONS": "3",
+        "MEETINGDASH_SIMULATOR_SESSIONS": "6",
         "MEETINGDASH_SIMULATOR_SEED": "7",
         "MEETINGDASH_SIMULATOR_KEEPALIVE": "0.5",
         "MEETINGDASH_DISCOVERY_SECONDS": "0.5",
@@ -169,7 +169,7 @@ def test_log_in_and_see_the_simulated_sessions(dash: Dash, context: Any) -> None
     assert first.locator(".session-link").inner_text().strip()
     page.locator('#browser-link[data-state="live"]').wait_for()
     page.locator("#upstream-link").wait_for()
-    screenshot(page, "list.png")
+    screenshot(page, "session-list.png")
 
 
 def test_a_status_change_and_a_join_appear_live_within_a_second(dash: Dash, context: Any) -> None:
@@ -198,13 +198,18 @@ def test_a_status_change_and_a_join_appear_live_within_a_second(dash: Dash, cont
     assert elapsed < 3.5, f"three live updates took {elapsed:.2f}s"
     assert page.evaluate("window.__notReloaded") is True
 
-    dash.control.emit(session_id, join="Linus")
-    dash.control.emit(session_id, status="recording")
+    # A little more history, spread out, for the timeline (and the screenshot).
+    for step in ({"join": "Linus"}, {"status": "recording"}, {"leave": "Grace Hopper"}):
+        page.wait_for_timeout(600)
+        dash.control.emit(session_id, **step)
+    page.wait_for_timeout(600)
+    dash.control.emit(session_id, join="Grace Hopper")  # a rejoin: a new interval
     page.locator("#participants .person", has_text="Linus").wait_for(timeout=1000)
+    page.locator(".presence-table tbody tr").nth(2).wait_for(timeout=1000)
     wait_until(lambda: page_seqs(page) == dash.stored_seqs(session_id), 5, "rows == history")
     assert page.locator("#svg-timeline rect.bar").count() >= 4
     assert page.locator("#live-announcer").inner_text().strip()
-    screenshot(page, "detail-live.png")
+    screenshot(page, "session-detail-live.png")
 
 
 def test_a_failed_session_shows_its_failure_panel(dash: Dash, context: Any) -> None:
@@ -214,7 +219,9 @@ def test_a_failed_session_shows_its_failure_panel(dash: Dash, context: Any) -> N
     session_id = new_session(dash, page, bot_name="Board meeting bot", platform="teams")
     open_live(page, f"{dash.base_url}/sessions/{session_id}/")
     dash.control.emit(session_id, status="joining")
+    page.wait_for_timeout(700)  # spread out a little, for the timeline and the screenshot
     dash.control.emit(session_id, status="waiting")
+    page.wait_for_timeout(1200)
     dash.control.emit(
         session_id,
         status="failed",
@@ -231,7 +238,7 @@ def test_a_failed_session_shows_its_failure_panel(dash: Dash, context: Any) -> N
     page.reload()  # and the first render shows the same
     assert "WAITING_ROOM_TIMEOUT" in page.locator("#failure-panel").inner_text()
     page.locator('#browser-link[data-state="live"]').wait_for()
-    screenshot(page, "detail-failed.png")
+    screenshot(page, "session-detail-failed.png")
 
 
 def test_a_hostile_participant_name_is_shown_as_text_and_runs_nothing(
@@ -293,11 +300,13 @@ def test_the_upstream_stale_badge_appears_when_the_simulator_stalls(
     stale.wait_for(timeout=(STALL_SECONDS + 4) * 1000)
     assert "stale since" in stale.inner_text()
     assert page.locator("#stale-banner").is_visible()
-    assert (
-        page.locator("#session-header.live-data").evaluate(
-            "el => getComputedStyle(el, '::before').content"
-        )
-        == '"Stale"'
+    # The header is marked stale too (re-queried each time: live updates replace it).
+    page.wait_for_function(
+        """() => {
+            const header = document.querySelector('#session-header');
+            return header && getComputedStyle(header, '::before').content === '"Stale"';
+        }""",
+        timeout=3000,
     )
     dash.control.reset_faults()
     page.locator('#upstream-link[data-state="live"]').wait_for(timeout=20_000)
