@@ -313,3 +313,18 @@ async def test_widgets_share_one_summaries_subscription_routed_by_session(
     await get_hub().wait_released()
     assert get_hub().subscriber_count(None) == 0
     assert embed_consumers.get_badge_feed().widget_count() == 0
+
+
+@pytest.mark.django_db
+def test_the_dashboard_detail_page_offers_admin_and_snippet_to_staff_only(
+    admin_client: Client, django_user_model: Any
+) -> None:
+    make_session()
+    staff_page = admin_client.get(f"/sessions/{SID}/").content.decode()
+    assert f"/admin/sessions_monitor/meetingsession/{SID}/change/" in staff_page
+    assert f"/embed/sessions/{SID}/snippet/" in staff_page
+    viewer = django_user_model.objects.create_user("viewer", password="pw")
+    client = Client()
+    client.force_login(viewer)
+    page = client.get(f"/sessions/{SID}/").content.decode()
+    assert "/snippet/" not in page and "/change/" not in page
