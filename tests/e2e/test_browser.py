@@ -64,7 +64,9 @@ def prepare_database(env: dict[str, str]) -> None:
 
 def dash_env(db_path: Path, **extra: str) -> dict[str, str]:
     return {
+        # The embedded default (relay in `serve`), whatever CI exports for other tests.
         "DATABASE_URL": f"sqlite:///{db_path}",
+        "REDIS_URL": "",
         "DEMO_PASSWORD": PASSWORD,
         "DJANGO_DEBUG": "1",
         "MEETINGDASH_SIMULATOR_CONTROL": "1",
