@@ -245,7 +245,8 @@ class SessionDetailConsumer(_LiveConsumer):
                 last = await self._replay(last)
                 continue
             parts = [await self._row(message) for message in fresh]
-            parts.append(await self._regions(fresh[-1]))
+            changed = presentation.regions_for(str(m.data.get("kind", "")) for m in fresh)
+            parts.append(await self._regions(fresh[-1], changed))
             await self.send(text_data="".join(parts))
             last = seqs[-1]
 
@@ -288,8 +289,11 @@ class SessionDetailConsumer(_LiveConsumer):
 
         return render_once_async(message, "dash.detail.row", read_and_render)
 
-    def _regions(self, message: HubMessage) -> Awaitable[str]:
+    def _regions(self, message: HubMessage, changed: frozenset[str]) -> Awaitable[str]:
+        """The regions `changed` re-rendered, plus the watermark, after `message`."""
         session_id = self.session_id
+        if not changed:
+            return _done(message.render("dash.detail.resume", resume_only))
 
         async def read_and_render() -> str:
             detail = await database_sync_to_async(presentation.read_detail)(session_id)
@@ -297,9 +301,11 @@ class SessionDetailConsumer(_LiveConsumer):
                 return ""
             context = presentation.detail_context(detail)
             context["after"] = message.seq  # what the rows sent with it end at
+            context["regions"] = changed
             return render_to_string(f"{DETAIL}#live-regions", context)
 
-        return render_once_async(message, "dash.detail.regions", read_and_render)
+        key = "dash.detail.regions:" + ",".join(sorted(changed))
+        return render_once_async(message, key, read_and_render)
 
     async def _badges(self) -> None:
         """The upstream badge follows the session's summaries (stream state changes)."""
@@ -468,6 +474,10 @@ def render_row(event: presentation.TimelineEvent) -> str:
 
 def row_from_data(message: HubMessage) -> str:
     return render_row(presentation.timeline_event(message.data))
+
+
+def resume_only(message: HubMessage) -> str:
+    return render_to_string(f"{DETAIL}#resume", {"after": message.seq, "oob": True})
 
 
 def render_badge(freshness: presentation.Freshness) -> str:

@@ -769,6 +769,22 @@ def live_detail_url(session_id: str) -> str:
     return f"/ws/sessions/{session_id}/"
 
 
+# Which detail regions an event of each kind can change (the rest are not re-sent live).
+REGIONS_BY_KIND: dict[str, frozenset[str]] = {
+    EventKind.STATUS: frozenset({"header", "failure", "transitions", "svg"}),
+    EventKind.JOINED: frozenset({"header", "participants", "svg"}),
+    EventKind.LEFT: frozenset({"header", "participants", "svg"}),
+}
+
+
+def regions_for(kinds: Iterable[str]) -> frozenset[str]:
+    """The regions a batch of events with these kinds can have changed ({} = none)."""
+    changed: frozenset[str] = frozenset()
+    for kind in kinds:
+        changed |= REGIONS_BY_KIND.get(kind, frozenset())
+    return changed
+
+
 def detail_context(detail: SessionDetail, *, resynced: bool = False) -> dict[str, Any]:
     """The template context of the detail page and of its live regions."""
     return {

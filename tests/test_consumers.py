@@ -461,3 +461,26 @@ async def test_single_flight_shares_a_read_only_with_later_subscribers() -> None
     gate.set()
     assert await asyncio.gather(first, second, third) == [1, 1, 2]
     assert calls == 2 and not consumers._in_flight
+
+
+async def test_live_frames_re_send_only_the_regions_an_event_can_change(
+    fresh_channel_layer: Any, user: User
+) -> None:
+    await database_sync_to_async(make_session)("mbsess_parts")
+    communicator = await connect("/ws/sessions/mbsess_parts/", user)
+    await communicator.send_to(text_data=json.dumps({"after": 0}))
+    await asyncio.sleep(0.1)
+    note = await database_sync_to_async(store)("mbsess_parts", 1, kind="stream", note="live")
+    await broadcast(fresh_channel_layer, "mbsess_parts", note)
+    frame = (await frames_until(communicator, 1))[-1]
+    assert 'id="live-after"' in frame and 'value="1"' in frame
+    assert 'id="session-header"' not in frame and 'id="svg-timeline"' not in frame
+
+    joined = await database_sync_to_async(store)(
+        "mbsess_parts", 2, kind="joined", participant_name="Al"
+    )
+    await broadcast(fresh_channel_layer, "mbsess_parts", joined)
+    frame = (await frames_until(communicator, 2))[-1]
+    assert 'id="participants"' in frame and 'id="session-header"' in frame
+    assert 'id="transitions"' not in frame and 'id="failure-panel"' not in frame
+    await communicator.disconnect()

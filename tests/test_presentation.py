@@ -248,3 +248,15 @@ def test_session_view_from_a_summary_message() -> None:
     assert view.is_failed and view.failed_from_label == "In waiting room"
     assert "declined" in view.failure_explanation
     assert view.upstream.state == "ended" and view.last_seq == 9
+
+
+def test_regions_for_event_kinds() -> None:
+    assert p.regions_for(["joined"]) == {"header", "participants", "svg"}
+    assert p.regions_for(["status", "left"]) == {
+        "header",
+        "failure",
+        "transitions",
+        "svg",
+        "participants",
+    }
+    assert p.regions_for(["stream", "close", "anomaly"]) == frozenset()
