@@ -249,7 +249,12 @@ def test_a_hostile_participant_name_is_shown_as_text_and_runs_nothing(
     assert dash.control is not None
     dialogs: list[str] = []
     page = context.new_page()
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     log_in(page, dash.base_url)
     session_id = new_session(dash, page)
     open_live(page, f"{dash.base_url}/sessions/{session_id}/")
