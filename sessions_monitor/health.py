@@ -35,7 +35,8 @@ async def check_channel_layer(wait_seconds: float = 2.0) -> dict[str, Any]:
         return {"ok": False, "error": "no channel layer configured"}
     backend = type(layer).__name__
     try:
-        channel = await layer.new_channel("healthz.")
+        # Default prefix: see hub.py (a second prefix starves channels-redis receivers).
+        channel = await layer.new_channel()
         probe = {"type": "healthz.probe", "nonce": uuid.uuid4().hex}
         await asyncio.wait_for(layer.send(channel, probe), wait_seconds)
         received = await asyncio.wait_for(layer.receive(channel), wait_seconds)

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 Kind = Literal["event", "summary", "resync"]
 Rendered = bytes | str
+STOP = "hub.stop"
 # Channel-layer group memberships expire (group_expiry, 1 day by default): re-add hourly.
 GROUP_REFRESH_SECONDS = 3600.0
 
@@ -170,6 +171,7 @@ class _Feed:
         self.messages = 0
         self.last_seq = 0
         self.gaps = 0
+        self.released = False
 
 
 class Hub:
@@ -216,20 +218,33 @@ class Hub:
             task.add_done_callback(self._releases.discard)
 
     async def _release(self, feed: _Feed) -> None:
-        if feed.task is not None:
-            # Not awaited: channels-redis finishes an in-flight BZPOPMIN (up to its 5 s
-            # timeout) before the cancellation lands; nobody needs to wait for that.
-            feed.task.cancel()
-        if feed.channel is not None:
-            try:
-                await self.layer.group_discard(feed.group, feed.channel)
-            except Exception:
-                logger.warning("hub: could not leave %s", feed.group, exc_info=True)
+        """Leave the group, then stop the reader with a message on its own channel.
+
+        Not `task.cancel()`: cancelling a channels-redis receive that holds the shared
+        receive lock can leave redis-py re-reading forever (seen in tests: the task stays
+        "cancelling" and the loop cannot close). A stop message ends the loop cleanly.
+        """
+        feed.released = True
+        await feed.ready.wait()
+        if feed.channel is None or feed.error is not None:
+            return
+        try:
+            await self.layer.group_discard(feed.group, feed.channel)
+            await self.layer.send(feed.channel, {"type": STOP})
+            if feed.task is not None:
+                await asyncio.wait({feed.task}, timeout=2)
+        except Exception:
+            logger.warning("hub: could not leave %s", feed.group, exc_info=True)
+            if feed.task is not None:
+                feed.task.cancel()
 
     async def _read(self, feed: _Feed) -> None:
         layer = self.layer
         try:
-            feed.channel = await layer.new_channel("hub")
+            # The default prefix, always: channels-redis receives every process-local channel
+            # of a layer through one loop that pops only the lock holder's "<prefix>.<id>!"
+            # list, so a second prefix in the same process starves one side or the other.
+            feed.channel = await layer.new_channel()
             await layer.group_add(feed.group, feed.channel)
         except Exception as exc:
             feed.error = exc
@@ -244,11 +259,16 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if feed.released or _cancelling():
+                    # redis-py may turn our cancellation into a ConnectionError: we are done.
+                    return
                 # e.g. a Redis restart: keep the membership and try again shortly.
                 logger.warning("hub: receive on %s failed", feed.group, exc_info=True)
                 await asyncio.sleep(0.5)
                 await layer.group_add(feed.group, feed.channel)
                 continue
+            if raw.get("type") == STOP:
+                return
             if loop.time() >= refresh_at:
                 await layer.group_add(feed.group, feed.channel)
                 refresh_at = loop.time() + GROUP_REFRESH_SECONDS
@@ -304,6 +324,11 @@ class Hub:
             for subscription in tuple(feed.subscribers):
                 subscription.close()
         await self.wait_released()
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -215,3 +215,30 @@ async def test_a_gap_in_seqs_resyncs_every_subscriber_and_late_duplicates_are_dr
     assert (await asyncio.wait_for(first.get(), 5)).seq == 6
     first.close()
     second.close()
+
+
+@pytest.mark.redis
+async def test_the_hub_is_not_starved_by_other_receivers_in_the_process(redis_url) -> None:
+    """channels-redis serves all process-local channels through one receive loop; a
+    consumer blocked in receive() on its own channel must not hold up the hub."""
+    from channels_redis.core import RedisChannelLayer
+
+    layer = RedisChannelLayer(
+        hosts=[{"address": redis_url, "max_connections": 50, "socket_timeout": 15}],
+        prefix=f"test-hub-{uuid.uuid4().hex[:6]}",
+    )
+    consumer_channel = await layer.new_channel()
+    consumer = asyncio.create_task(layer.receive(consumer_channel))  # like a page's consumer
+    await asyncio.sleep(0.2)  # it now holds the receive lock, blocked in BZPOPMIN
+    hub = Hub(layer)
+    session_id = new_session_id()
+    subscription = await hub.subscribe(session_id)
+    for seq in (1, 2):
+        await layer.group_send(session_group(session_id), event_message(session_id, seq))
+        message = await asyncio.wait_for(subscription.get(), 2)
+        assert message.seq == seq
+    await layer.send(consumer_channel, {"type": "x"})
+    assert (await asyncio.wait_for(consumer, 5))["type"] == "x"
+    subscription.close()
+    await hub.wait_released()
+    await layer.flush()

@@ -298,7 +298,7 @@ def test_the_sync_path_broadcasts_after_commit(fresh_channel_layer) -> None:
     received: list[dict] = []
 
     async def scenario() -> None:
-        channel = await fresh_channel_layer.new_channel("t")
+        channel = await fresh_channel_layer.new_channel()
         await fresh_channel_layer.group_add(f"session.{session_id}", channel)
         await asyncio.to_thread(
             record_event, session_id=session_id, event=status(session_id, "joining")

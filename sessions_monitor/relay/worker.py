@@ -159,6 +159,8 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if not self.running:
+                    return
                 logger.exception("relay: %s failed", getattr(step, "__name__", step))
             await asyncio.sleep(seconds)
 
@@ -171,6 +173,8 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if not self.running:  # redis-py may turn our cancellation into an error
+                    return
                 logger.warning("relay: receiving watch requests failed", exc_info=True)
                 await asyncio.sleep(1)
                 continue
