@@ -36,15 +36,22 @@ GROUP_REFRESH_SECONDS = 3600.0
 class HubMessage:
     """One layer message, shared (read-only) by every local subscriber."""
 
-    __slots__ = ("kind", "session_id", "seq", "data", "_rendered")
+    __slots__ = ("kind", "session_id", "seq", "data", "session", "_rendered")
 
     def __init__(
-        self, kind: Kind, session_id: str | None, data: dict[str, Any], seq: int | None = None
+        self,
+        kind: Kind,
+        session_id: str | None,
+        data: dict[str, Any],
+        seq: int | None = None,
+        session: dict[str, Any] | None = None,
     ) -> None:
         self.kind = kind
         self.session_id = session_id
         self.seq = seq
         self.data = data
+        # Events: the session summary after the event (same fields as `sessions.summary`).
+        self.session = session
         self._rendered: dict[str, Rendered] = {}
 
     def render(self, key: str, fn: Callable[[HubMessage], Rendered]) -> Rendered:
@@ -62,7 +69,13 @@ class HubMessage:
     def from_layer(cls, message: dict[str, Any]) -> HubMessage | None:
         kind = message.get("type")
         if kind == "session.event":
-            return cls("event", message["session_id"], message["event"], seq=message["seq"])
+            return cls(
+                "event",
+                message["session_id"],
+                message["event"],
+                seq=message["seq"],
+                session=message.get("session"),
+            )
         if kind == "sessions.summary":
             data = {k: v for k, v in message.items() if k != "type"}
             return cls("summary", data.get("session_id"), data)

@@ -41,8 +41,10 @@ def event_to_dict(event: SessionEvent) -> dict[str, Any]:
         "error_code": event.error_code,
         "error_message": event.error_message,
         "timestamp": isoformat(event.upstream_timestamp),
+        "upstream_timestamp": isoformat(event.upstream_timestamp),
         "received_at": isoformat(event.received_at),
         "note": event.note,
+        "raw": event.raw,
     }
 
 

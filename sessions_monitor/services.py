@@ -235,6 +235,12 @@ def _decide(session: MeetingSession, event: UpstreamEvent) -> _Change | None:
     if not name:
         return _Change(EventKind.ANOMALY, note="participant event without a name")
     present = session.presences.filter(participant_name=name, left_at__isnull=True).exists()
+    if isinstance(event, ParticipantJoined) and session.status in TERMINAL_STATUSES:
+        return _Change(
+            EventKind.ANOMALY,
+            participant_name=name,
+            note=f"join after terminal {session.status!r}; not counted as present",
+        )
     if isinstance(event, ParticipantJoined):
         return None if present else _Change(EventKind.JOINED, participant_name=name)
     assert isinstance(event, ParticipantLeft)
@@ -309,6 +315,7 @@ def _apply(
         if change.status in TERMINAL_STATUSES:
             session.ended_at = at
             changed.append("ended_at")
+            changed += _close_presences(session, at, stored.seq)
     elif change.kind == EventKind.JOINED:
         Presence.objects.create(
             session=session,
@@ -327,6 +334,15 @@ def _apply(
         session.participants_present = max(0, session.participants_present - 1)
         changed.append("participants_present")
     return changed
+
+
+def _close_presences(session: MeetingSession, at: datetime, seq: int) -> list[str]:
+    """A meeting that ended has nobody left in it: close the open intervals then."""
+    if not session.participants_present:
+        return []
+    Presence.objects.filter(session=session, left_at__isnull=True).update(left_at=at, leave_seq=seq)
+    session.participants_present = 0
+    return ["participants_present"]
 
 
 def _last_noted_state(session: MeetingSession) -> str | None:
@@ -366,6 +382,8 @@ def _event_message(recorded: RecordedEvent) -> dict[str, Any]:
         "session_id": recorded.session_id,
         "seq": recorded.seq,
         "event": recorded.event,
+        # The session as it is after this event: renderers need no DB read per message.
+        "session": recorded.summary,
     }
 
 

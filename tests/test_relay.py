@@ -145,7 +145,8 @@ async def test_it_stores_a_session_exactly_once_in_upstream_order(relay, simulat
     assert streamed == EXPECTED
     row = await session_row(session_id)
     assert row.stream_state == StreamState.ENDED
-    assert (row.participants_present, row.peak_participants) == (2, 2)
+    # The meeting ended: nobody is present any more, the peak stays.
+    assert (row.participants_present, row.peak_participants) == (0, 2)
     assert simulator_server.control.stats()["stream_connections_total"][session_id] == 1
     subscription.close()
 

@@ -257,6 +257,10 @@ async def test_it_broadcasts_stored_events_to_the_session_and_the_sessions_group
     assert recorded is not None
     message = await asyncio.wait_for(events.get(), 5)
     assert (message.kind, message.seq, message.data["status"]) == ("event", 1, "active")
+    # The session after the event travels with it, and the stored event with its raw text.
+    assert message.session is not None
+    assert (message.session["status"], message.session["last_seq"]) == ("active", 1)
+    assert message.data["raw"] == '{"status":"active"}'
     summary = await asyncio.wait_for(summaries.get(), 5)
     assert (summary.session_id, summary.data["status"], summary.data["last_seq"]) == (
         session_id,
@@ -347,3 +351,27 @@ async def test_a_lost_broadcast_reaches_subscribers_through_a_resync(fresh_chann
     missed = await database_sync_to_async(events_after)(session_id, seen or 0)
     assert [e["status"] for e in missed][-2:] == ["active", "completed"]
     subscription.close()
+
+
+def test_the_end_of_a_meeting_closes_open_presence_intervals() -> None:
+    session_id = sid()
+    record_event(session_id=session_id, event=status(session_id, "active"))
+    record_event(session_id=session_id, event=joined(session_id, "Alice", 1))
+    record_event(session_id=session_id, event=joined(session_id, "Bob", 2))
+    record_event(
+        session_id=session_id,
+        event=status(session_id, "failed", 3, error_code="REMOVED_BY_HOST", error_message="x"),
+    )
+
+    open_intervals = Presence.objects.filter(session_id=session_id, left_at__isnull=True)
+    assert not open_intervals.exists()
+    assert set(
+        Presence.objects.filter(session_id=session_id).values_list("left_at", "leave_seq")
+    ) == {(T0 + timedelta(minutes=3), 4)}
+    session = MeetingSession.objects.get(pk=session_id)
+    assert (session.participants_present, session.peak_participants) == (0, 2)
+    # A late leave adds nothing; a late join is kept as an anomaly, not as presence.
+    assert record_event(session_id=session_id, event=left(session_id, "Bob", 4)) is None
+    late = record_event(session_id=session_id, event=joined(session_id, "Carol", 5))
+    assert late is not None and late.event["kind"] == EventKind.ANOMALY
+    assert MeetingSession.objects.get(pk=session_id).participants_present == 0
