@@ -174,6 +174,28 @@ def test_log_in_and_see_the_simulated_sessions(dash: Dash, context: Any) -> None
     screenshot(page, "session-list.png")
 
 
+def test_the_list_adds_new_sessions_and_lets_finished_ones_go_live(
+    dash: Dash, context: Any
+) -> None:
+    assert dash.control is not None
+    page = context.new_page()
+    log_in(page, dash.base_url, "/?filter=live")
+    page.locator('#browser-link[data-state="live"]').wait_for()
+    page.evaluate("window.__notReloaded = true")
+    session_id = f"mbsess_e2elist{uuid.uuid4().hex[:8]}"
+    dash.control.create_session(session_id=session_id, manual=True, bot_name="Brand new bot")
+    row = page.locator(f"#session-{session_id}")
+    row.wait_for(timeout=10_000)  # discovered by the relay, pushed to the open list
+    assert page.locator("#session-rows .session-row").first.get_attribute(
+        "id"
+    ) == row.get_attribute("id")
+    dash.control.emit(session_id, status="active")
+    row.locator(".badge", has_text="In meeting").wait_for(timeout=5000)
+    dash.control.emit(session_id, status="completed")
+    row.wait_for(state="detached", timeout=5000)  # no longer live: it leaves this filter
+    assert page.evaluate("window.__notReloaded") is True
+
+
 def test_a_status_change_and_a_join_appear_live_within_a_second(dash: Dash, context: Any) -> None:
     assert dash.control is not None
     page = context.new_page()
