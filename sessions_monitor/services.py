@@ -13,8 +13,8 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -110,15 +110,24 @@ class _Change:
 # --- recording -----------------------------------------------------------------------------
 
 
+SEEDED_PRESENCE_NOTE = "already in the meeting when MeetingDash started watching"
+
+
 def record_event(
-    *, session_id: str, event: UpstreamEvent, broadcast: bool = True
+    *, session_id: str, event: UpstreamEvent, broadcast: bool = True, seeded: bool = False
 ) -> RecordedEvent | None:
-    """Store one upstream event once, in order. None when it adds nothing (deduplicated)."""
+    """Store one upstream event once, in order. None when it adds nothing (deduplicated).
+
+    `seeded` marks a join taken from the upstream's snapshot of who is present rather than
+    from the stream: it is stored only for a name with no join/leave history here yet.
+    """
     validate_session_id(session_id)
     now = timezone.now()
     with transaction.atomic():
         session = _lock_session(session_id)
         change = _decide(session, event)
+        if change is not None and seeded:
+            change = _seeded_join(session, change)
         if change is None:
             metrics.inc("events_deduplicated")
             return None
@@ -178,6 +187,16 @@ async def arecord_event(*, session_id: str, event: UpstreamEvent) -> RecordedEve
     if recorded is not None:
         await abroadcast(recorded)
     return recorded
+
+
+async def aseed_presence(*, session_id: str, names: Iterable[str], raw: str = "") -> int:
+    """The relay's path for `seed_presence`; returns how many joins it stored."""
+    recorded = await _in_db_thread(seed_presence)(
+        session_id=session_id, names=list(names), raw=raw, broadcast=False
+    )
+    for item in recorded:
+        await abroadcast(item)
+    return len(recorded)
 
 
 async def arecord_link_state(*, session_id: str, state: LinkState) -> RecordedEvent | None:
@@ -245,6 +264,30 @@ def _decide(session: MeetingSession, event: UpstreamEvent) -> _Change | None:
         return None if present else _Change(EventKind.JOINED, participant_name=name)
     assert isinstance(event, ParticipantLeft)
     return _Change(EventKind.LEFT, participant_name=name) if present else None
+
+
+def seed_presence(
+    *, session_id: str, names: Iterable[str], raw: str = "", broadcast: bool = True
+) -> list[RecordedEvent]:
+    """Record the participants the upstream says are present but whose join we never saw
+    (we started watching mid-meeting). The stream is fresher than any snapshot, so a name
+    we already have join/leave events for is left alone."""
+    recorded = []
+    for name in dict.fromkeys(name.strip() for name in names if name.strip()):
+        event = ParticipantJoined(session_id, name, timestamp=None, raw=raw)
+        stored = record_event(session_id=session_id, event=event, broadcast=broadcast, seeded=True)
+        if stored is not None:
+            recorded.append(stored)
+    return recorded
+
+
+def _seeded_join(session: MeetingSession, change: _Change) -> _Change | None:
+    if change.kind != EventKind.JOINED:
+        return None
+    known = session.events.filter(
+        participant_name=change.participant_name, kind__in=[EventKind.JOINED, EventKind.LEFT]
+    ).exists()
+    return None if known else replace(change, note=SEEDED_PRESENCE_NOTE)
 
 
 def _decide_status(session: MeetingSession, event: StatusChanged) -> _Change | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ from sessions_monitor import selectors, services
 from sessions_monitor.relay.discovery import discover_sessions
 from sessions_monitor.relay.leases import Leases, LocalLeases
 from sessions_monitor.upstream import (
+    TERMINAL_STATUSES,
     BackoffPolicy,
     LinkState,
     LinkStateName,
@@ -36,6 +38,7 @@ from sessions_monitor.upstream import (
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+PRESENCE_SNAPSHOT_SECONDS = 5.0
 
 # The URL of the upstream the relay of this process follows (`serve` decides it), so the
 # stream can ask the same upstream whether an unknown session exists.
@@ -267,6 +270,26 @@ class Relay:
         self.counts["events_stored" if recorded is not None else "events_deduplicated"] += 1
         return True
 
+    async def seed_presence(self, session_id: str) -> int:
+        """Who is in the meeting before our stream starts? The stream only tells joins from
+        its start on, so ask the session object first: a snapshot taken before connecting
+        precedes every streamed event, and so keeps our history in upstream order."""
+        try:
+            async with asyncio.timeout(PRESENCE_SNAPSHOT_SECONDS):
+                session = await self.client.get_session(session_id)
+        except Exception as exc:  # best effort: the stream stays authoritative
+            logger.info("relay: no participant snapshot for %s: %s", session_id, exc)
+            return 0
+        names = session.present_participant_names
+        if not names or session.status in TERMINAL_STATUSES:
+            return 0
+        raw = json.dumps({"current_participants": list(names)}, ensure_ascii=False)
+        seeded = await self._write(
+            services.aseed_presence(session_id=session_id, names=names, raw=raw)
+        )
+        self.counts["participants_seeded"] += seeded
+        return seeded
+
     async def _write(self, coro: Awaitable[T]) -> T:
         """Run a DB write so that cancelling the caller (shutdown) cannot cut it in half."""
         future = asyncio.ensure_future(coro)
@@ -277,6 +300,7 @@ class Relay:
     async def _follow(self, session_id: str) -> None:
         attempt = 0
         try:
+            await self.seed_presence(session_id)
             while True:
                 try:
                     async with aclosing(

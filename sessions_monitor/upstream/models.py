@@ -74,6 +74,19 @@ class UpstreamSession:
     metadata: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def present_participant_names(self) -> tuple[str, ...]:
+        """Names in `current_participants`: an undocumented object on the Session (§9.4),
+        a list of names elsewhere. Accepts a list of names or of `{"name": ...}` objects, or
+        an object holding such a list under `names`/`participants`; anything else is ()."""
+        value = self.current_participants
+        if isinstance(value, dict):
+            value = value.get("names", value.get("participants"))
+        if not isinstance(value, list):
+            return ()
+        names = (item.get("name") if isinstance(item, dict) else item for item in value)
+        return tuple(name for name in names if isinstance(name, str) and name.strip())
+
     @classmethod
     def from_json(cls, payload: object) -> UpstreamSession:
         data = _required_object(payload, "session")
