@@ -142,7 +142,7 @@ HOSTS = {
     "webex": "acme.webex.com/meet",
 }
 BIG_SESSION_EVENTS = 10_000
-# The admin's prefix searches need these on PostgreSQL (see requests-to-RELAY.md).
+# The admin's prefix searches need these on PostgreSQL (migration 0003_admin_search_indexes).
 SEARCH_INDEXES = [
     (
         "presence_name_upper_like",
@@ -203,8 +203,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--add-search-indexes",
         action="store_true",
-        help="create the pattern-ops search indexes requested from RELAY if the migrations "
-        "do not (yet) create them (IF NOT EXISTS: a no-op once they do)",
+        help="create the pattern-ops search indexes if missing (migration 0003 creates them; "
+        "IF NOT EXISTS, so a no-op on a migrated database)",
     )
     return parser.parse_args()
 
