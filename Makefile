@@ -25,6 +25,7 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 ## demo: the dashboard on the embedded default (SQLite, in-memory layer, built-in simulator)
 demo: $(BASE_STAMP)
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py ensure_demo_user
 	$(PY) manage.py serve --host 127.0.0.1 --port 8000
 

@@ -130,9 +130,13 @@ async def test_the_relay_seeds_people_already_in_a_meeting_it_starts_watching(
             assert time.monotonic() < deadline, present
             await asyncio.sleep(0.05)
         # A join the stream reports later is an ordinary join after the seeded ones.
+        while control.stats()["open_streams"].get(session_id, 0) != 1:
+            assert time.monotonic() < deadline, "the relay never opened the stream"
+            await asyncio.sleep(0.05)
         control.emit(session_id, join="Bob")
+        deadline = time.monotonic() + 10
         while len(await _present(session_id)) != 3:
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, await _present(session_id)
             await asyncio.sleep(0.05)
     finally:
         await relay.stop()
