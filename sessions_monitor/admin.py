@@ -494,6 +494,12 @@ class ExactSessionOrNamePrefixSearch(admin.ModelAdmin):
         return queryset.filter(Q(session_id=term) | Q(participant_name__istartswith=term)), False
 
 
+@admin.display(description="Session", ordering="session_id")
+def _session_link_column(model_admin: admin.ModelAdmin[Any], row: SessionEvent | Presence) -> str:
+    url = reverse("admin:sessions_monitor_meetingsession_change", args=[row.session_id])
+    return format_html('<a href="{}">{}</a>', url, row.session_id)
+
+
 @admin.register(SessionEvent)
 class SessionEventAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
     list_display = (
@@ -536,25 +542,32 @@ class SessionEventAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
         "raw",
     )
 
-    @admin.display(description="Session", ordering="session_id")
-    def session_link(self, event: SessionEvent) -> str:
-        url = reverse("admin:sessions_monitor_meetingsession_change", args=[event.session_id])
-        return format_html('<a href="{}">{}</a>', url, event.session_id)
+    session_link = _session_link_column
 
 
-class OpenPresenceFilter(admin.SimpleListFilter):
-    title = "present now"
-    parameter_name = "open"
+class UnsetFieldFilter(admin.SimpleListFilter):
+    """Two choices: `field` not set yet (an open state) or set."""
+
+    field: str
+    unset_choice: tuple[str, str]
+    set_choice: tuple[str, str]
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Still present"), ("no", "Left")]
+        return [self.unset_choice, self.set_choice]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "yes":
-            return queryset.filter(left_at__isnull=True)
-        if self.value() == "no":
-            return queryset.filter(left_at__isnull=False)
+        if self.value() in (self.unset_choice[0], self.set_choice[0]):
+            unset = self.value() == self.unset_choice[0]
+            return queryset.filter(**{f"{self.field}__isnull": unset})
         return queryset
+
+
+class OpenPresenceFilter(UnsetFieldFilter):
+    title = "present now"
+    parameter_name = "open"
+    field = "left_at"
+    unset_choice = ("yes", "Still present")
+    set_choice = ("no", "Left")
 
 
 @admin.register(Presence)
@@ -575,10 +588,7 @@ class PresenceAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
         "leave_seq",
     )
 
-    @admin.display(description="Session", ordering="session_id")
-    def session_link(self, presence: Presence) -> str:
-        url = reverse("admin:sessions_monitor_meetingsession_change", args=[presence.session_id])
-        return format_html('<a href="{}">{}</a>', url, presence.session_id)
+    session_link = _session_link_column
 
     @admin.display(description="Present for")
     def present_for(self, presence: Presence) -> str:
@@ -588,19 +598,12 @@ class PresenceAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
 # --- API tokens ------------------------------------------------------------------------------
 
 
-class TokenStateFilter(admin.SimpleListFilter):
+class TokenStateFilter(UnsetFieldFilter):
     title = "state"
     parameter_name = "state"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("active", "Active"), ("revoked", "Revoked")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "active":
-            return queryset.filter(revoked_at__isnull=True)
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
-        return queryset
+    field = "revoked_at"
+    unset_choice = ("active", "Active")
+    set_choice = ("revoked", "Revoked")
 
 
 @admin.register(ApiToken)

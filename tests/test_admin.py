@@ -451,6 +451,34 @@ def test_tokens_can_be_revoked_and_show_last_use(admin_client: Client, admin_use
     assert ApiToken.objects.filter(revoked_at__isnull=True).count() == 1
 
 
+def test_the_open_or_closed_filters_split_presences_and_tokens(
+    admin_client: Client, admin_user: User
+) -> None:
+    from sessions_monitor import services, tokens
+    from sessions_monitor.upstream.events import ParticipantJoined, ParticipantLeft
+
+    for event in (
+        ParticipantJoined("mbsess_filters", "Alice", None),
+        ParticipantJoined("mbsess_filters", "Bob", None),
+        ParticipantLeft("mbsess_filters", "Bob", None),
+    ):
+        services.record_event(session_id="mbsess_filters", event=event, broadcast=False)
+    revoked, _ = tokens.create_token(user=admin_user, name="revoked")
+    tokens.create_token(user=admin_user, name="active")
+    tokens.revoke(revoked)
+
+    def listed(url: str, params: dict[str, str], attribute: str) -> list[str]:
+        rows = admin_client.get(reverse(url), params).context["cl"].result_list
+        return sorted(getattr(row, attribute) for row in rows)
+
+    assert listed(PRESENCES, {"open": "yes"}, "participant_name") == ["Alice"]
+    assert listed(PRESENCES, {"open": "no"}, "participant_name") == ["Bob"]
+    assert listed(PRESENCES, {}, "participant_name") == ["Alice", "Bob"]
+    tokens_url = "admin:sessions_monitor_apitoken_changelist"
+    assert listed(tokens_url, {"state": "active"}, "name") == ["active"]
+    assert listed(tokens_url, {"state": "revoked"}, "name") == ["revoked"]
+
+
 # --- it stays cheap at size --------------------------------------------------------------------
 
 
