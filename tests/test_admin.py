@@ -142,7 +142,10 @@ def test_it_lists_sessions_with_their_columns(admin_client: Client) -> None:
         ({"platform__exact": "teams"}, {"mbsess_s00003"}),
         ({"error_code__exact": "JOIN_TIMEOUT"}, {"mbsess_s00002"}),
         (
-            {"started_at__gte": "2026-03-02 00:00:00+00:00", "started_at__lt": "2026-03-03"},
+            {
+                "started_at__gte": "2026-03-02 00:00:00+00:00",
+                "started_at__lt": "2026-03-03 00:00:00+00:00",
+            },
             {"mbsess_s00001", "mbsess_s00002", "mbsess_s00003"},
         ),
         ({"started_at__year": "2025"}, {"mbsess_s00004"}),
