@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import os
 import random
@@ -142,29 +143,10 @@ HOSTS = {
     "webex": "acme.webex.com/meet",
 }
 BIG_SESSION_EVENTS = 10_000
-# The admin's prefix searches need these on PostgreSQL (migration 0003_admin_search_indexes).
-SEARCH_INDEXES = [
-    (
-        "presence_name_upper_like",
-        "sessions_monitor_presence",
-        'UPPER("participant_name"::text) text_pattern_ops',
-    ),
-    (
-        "event_participant_upper_like",
-        "sessions_monitor_sessionevent",
-        'UPPER("participant_name"::text) text_pattern_ops',
-    ),
-    (
-        "session_bot_name_upper_like",
-        "sessions_monitor_meetingsession",
-        'UPPER("bot_name"::text) text_pattern_ops',
-    ),
-    (
-        "session_meeting_link_like",
-        "sessions_monitor_meetingsession",
-        '"meeting_link" varchar_pattern_ops',
-    ),
-]
+# The admin's prefix searches need these on PostgreSQL: the list migration 0003 creates.
+SEARCH_INDEXES = importlib.import_module(
+    "sessions_monitor.migrations.0003_admin_search_indexes"
+).INDEXES
 
 
 def search_indexes_present() -> list[str]:

@@ -6,21 +6,7 @@ from typing import Any
 
 import httpx
 
-FAULT_KNOBS = (
-    "drop_after_events",
-    "drop_times",
-    "stall",
-    "fail_next",
-    "malformed_next",
-    "unknown_event_next",
-    "chunk_size",
-    "chunk_delay",
-    "line_ending",
-    "send_ids",
-    "wrong_content_type_next",
-    "retry_ms",
-    "ended_as_404",
-)
+from .faults import FAULT_FIELDS
 
 
 def _session_body(
@@ -45,7 +31,7 @@ def _session_body(
 
 
 def _fault_body(session_id: str | None, knobs: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(knobs) - set(FAULT_KNOBS))
+    unknown = sorted(set(knobs) - set(FAULT_FIELDS))
     if unknown:
         raise TypeError(f"unknown fault knobs: {', '.join(unknown)}")
     return {**knobs, **({"session_id": session_id} if session_id else {})}
