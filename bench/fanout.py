@@ -123,6 +123,64 @@ class TargetProcess:
     publish: Callable[[int], None]  # publish event k (its payload carries "p<k>")
 
 
+@dataclass
+class SimulatedDeployment:
+    """A simulator child, the environment of a `serve` that follows it (SQLite, embedded
+    relay), and one manual session on the simulator that the bench publishes to."""
+
+    tmp: Path
+    sim: str
+    port: int
+    session_id: str
+    env: dict[str, str]
+    control: httpx.Client
+
+    def manage(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def publish(self, k: int) -> None:
+        """Publish event k (a join whose name carries "p<k>")."""
+        self.control.post(
+            f"/_control/sessions/{self.session_id}/emit", json={"join": f"p{k}"}
+        ).raise_for_status()
+
+
+@contextlib.contextmanager
+def simulated_deployment(prefix: str) -> Iterator[SimulatedDeployment]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+    sim_port, port = free_port(), free_port()
+    sim_args = ["manage.py", "simulate_upstream", "--port", str(sim_port)]
+    sim_args += ["--sessions", "0", "--no-arrivals", "--control", "--keepalive", "15"]
+    with child(sim_args):
+        sim = f"http://127.0.0.1:{sim_port}"
+        wait_http(sim + "/_control/stats")
+        env = {
+            "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+            "REDIS_URL": "",
+            "MEETINGBUDDY_API_URL": sim,
+            "MEETINGDASH_DISCOVERY_SECONDS": "0",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": "bench-" + uuid.uuid4().hex,
+            "DJANGO_SECURE_SSL_REDIRECT": "0",
+            "DJANGO_LOG_LEVEL": "WARNING",
+        }
+        session_id = f"mbsess_{prefix}{uuid.uuid4().hex[:8]}"
+        with httpx.Client(base_url=sim, timeout=10) as control:
+            deployment = SimulatedDeployment(tmp, sim, port, session_id, env, control)
+            deployment.manage("migrate", "--noinput", "-v", "0")
+            control.post(
+                "/_control/sessions", json={"session_id": session_id, "manual": True}
+            ).raise_for_status()
+            yield deployment
+
+
 class MeetingDashStream:
     """Our stream on one `serve` process (embedded relay, SQLite, simulator upstream)."""
 
@@ -130,58 +188,15 @@ class MeetingDashStream:
 
     @contextlib.contextmanager
     def start(self) -> Iterator[TargetProcess]:
-        tmp = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
-        sim_port, port = free_port(), free_port()
-        session_id = f"mbsess_bench{uuid.uuid4().hex[:8]}"
-        with child(
-            [
-                "manage.py",
-                "simulate_upstream",
-                "--port",
-                str(sim_port),
-                "--sessions",
-                "0",
-                "--no-arrivals",
-                "--control",
-                "--keepalive",
-                "15",
-            ]
-        ):
-            sim = f"http://127.0.0.1:{sim_port}"
-            wait_http(sim + "/_control/stats")
-            env = {
-                "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-                "REDIS_URL": "",
-                "MEETINGBUDDY_API_URL": sim,
-                "MEETINGDASH_DISCOVERY_SECONDS": "0",
-                "DJANGO_DEBUG": "0",
-                "DJANGO_SECRET_KEY": "bench-" + uuid.uuid4().hex,
-                "DJANGO_SECURE_SSL_REDIRECT": "0",
-                "DJANGO_LOG_LEVEL": "WARNING",
-            }
-            full_env = {**os.environ, **env}
-
-            def run(*args: str) -> str:
-                return subprocess.run(
-                    [sys.executable, "manage.py", *args],
-                    cwd=ROOT,
-                    env=full_env,
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-
-            run("migrate", "--noinput", "-v", "0")
-            run(
+        with simulated_deployment("bench") as deployment:
+            port, session_id = deployment.port, deployment.session_id
+            deployment.manage(
                 "shell",
                 "-c",
                 "from django.contrib.auth.models import User; User.objects.create_user('bench')",
             )
-            token = run("create_api_token", "bench").strip().split()[-1]
-            httpx.post(
-                sim + "/_control/sessions", json={"session_id": session_id, "manual": True}
-            ).raise_for_status()
-            with child(["manage.py", "serve", "--port", str(port)], env) as server:
+            token = deployment.manage("create_api_token", "bench").strip().split()[-1]
+            with child(["manage.py", "serve", "--port", str(port)], deployment.env) as server:
                 wait_http(f"http://127.0.0.1:{port}/healthz")
                 # Warm-up: one subscription makes the session known, watched and followed,
                 # so the idle RSS below excludes one-time costs (imports, relay task, feed).
@@ -193,22 +208,12 @@ class MeetingDashStream:
                 ) as warm:
                     assert warm.status_code == 200, warm.read()
                     next(warm.iter_bytes())
-                control = httpx.Client(base_url=sim, timeout=10)
-
-                def publish(k: int) -> None:
-                    control.post(
-                        f"/_control/sessions/{session_id}/emit", json={"join": f"p{k}"}
-                    ).raise_for_status()
-
                 request = (
                     f"GET /v1/meeting-buddy/sessions/{session_id}/stream HTTP/1.1\r\n"
                     f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
                     "Accept: text/event-stream\r\n\r\n"
                 ).encode()
-                try:
-                    yield TargetProcess(server.pid, "127.0.0.1", port, request, publish)
-                finally:
-                    control.close()
+                yield TargetProcess(server.pid, "127.0.0.1", port, request, deployment.publish)
 
 
 class BareAsyncio:
@@ -442,38 +447,10 @@ class DashboardLiveChannel:
 
     @contextlib.contextmanager
     def start(self) -> Iterator[TargetProcess]:
-        tmp = Path(tempfile.mkdtemp(prefix="bench-dash-"))
-        sim_port, port = free_port(), free_port()
-        session_id = f"mbsess_dash{uuid.uuid4().hex[:8]}"
-        sim_args = ["manage.py", "simulate_upstream", "--port", str(sim_port)]
-        sim_args += ["--sessions", "0", "--no-arrivals", "--control", "--keepalive", "15"]
-        with child(sim_args):
-            sim = f"http://127.0.0.1:{sim_port}"
-            wait_http(sim + "/_control/stats")
-            env = {
-                "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-                "REDIS_URL": "",
-                "MEETINGBUDDY_API_URL": sim,
-                "MEETINGDASH_DISCOVERY_SECONDS": "0",
-                "DJANGO_DEBUG": "0",
-                "DJANGO_SECRET_KEY": "bench-" + uuid.uuid4().hex,
-                "DJANGO_SECURE_SSL_REDIRECT": "0",
-                "DJANGO_LOG_LEVEL": "WARNING",
-            }
-            full_env = {**os.environ, **env}
-
-            def run(*args: str) -> str:
-                return subprocess.run(
-                    [sys.executable, "manage.py", *args],
-                    cwd=ROOT,
-                    env=full_env,
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-
-            run("migrate", "--noinput", "-v", "0")
-            session_key = run(
+        with simulated_deployment("dash") as deployment:
+            port, session_id = deployment.port, deployment.session_id
+            db_path = deployment.tmp / "db.sqlite3"
+            session_key = deployment.manage(
                 "shell",
                 "-c",
                 "from django.contrib import auth; "
@@ -485,25 +462,15 @@ class DashboardLiveChannel:
                 "s[auth.HASH_SESSION_KEY] = u.get_session_auth_hash(); s.create(); "
                 "print(s.session_key)",
             ).split()[-1]  # `shell` may print its auto-import note first
-            httpx.post(
-                sim + "/_control/sessions", json={"session_id": session_id, "manual": True}
-            ).raise_for_status()
-            run("watch_session", session_id)
-            with child(["manage.py", "serve", "--port", str(port)], env) as server:
+            deployment.manage("watch_session", session_id)
+            with child(["manage.py", "serve", "--port", str(port)], deployment.env) as server:
                 base = f"http://127.0.0.1:{port}"
                 wait_http(base + "/healthz")
                 deadline = time.monotonic() + 30
-                while not _stored_events(tmp / "db.sqlite3", session_id):
+                while not _stored_events(db_path, session_id):
                     if time.monotonic() > deadline:
                         raise RuntimeError("the relay never stored the session's first event")
                     time.sleep(0.2)
-                control = httpx.Client(base_url=sim, timeout=10)
-
-                def publish(k: int) -> None:
-                    control.post(
-                        f"/_control/sessions/{session_id}/emit", json={"join": f"p{k}"}
-                    ).raise_for_status()
-
                 request = (
                     f"GET /ws/sessions/{session_id}/ HTTP/1.1\r\n"
                     f"Host: 127.0.0.1:{port}\r\nOrigin: {base}\r\n"
@@ -512,12 +479,9 @@ class DashboardLiveChannel:
                     f"Cookie: sessionid={session_key}\r\n\r\n"
                 ).encode()
                 # The page's watermark: a freshly rendered page holds everything stored so far.
-                after = _last_seq(tmp / "db.sqlite3", session_id)
+                after = _last_seq(db_path, session_id)
                 request += _ws_text_frame(b'{"after": %d}' % after)
-                try:
-                    yield TargetProcess(server.pid, "127.0.0.1", port, request, publish)
-                finally:
-                    control.close()
+                yield TargetProcess(server.pid, "127.0.0.1", port, request, deployment.publish)
 
 
 TARGETS.append(DashboardLiveChannel())
