@@ -16,6 +16,7 @@ from django_htmx.middleware import HtmxDetails
 
 from sessions_monitor import health, presentation, services
 from sessions_monitor.forms import WatchForm
+from sessions_monitor.models import MeetingSession
 from sessions_monitor.upstream import MeetingBuddyClient, SessionNotFound, UpstreamError
 
 
@@ -110,7 +111,7 @@ async def session_watch(request: HtmxHttpRequest) -> HttpResponse:
     form = WatchForm(request.POST)
     if await sync_to_async(form.is_valid)():
         session_id = form.cleaned_data["session_id"]
-        known = await presentation.MeetingSession.objects.filter(pk=session_id).aexists()
+        known = await MeetingSession.objects.filter(pk=session_id).aexists()
         error = None if known else await _check_upstream(upstream_base_url(request), session_id)
         if error is None:
             await sync_to_async(services.request_watch)(session_id)
