@@ -7,7 +7,7 @@ BASE_STAMP := $(VENV)/.installed-base
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
-.PHONY: demo run test lint typecheck pytest fmt clean
+.PHONY: demo run test lint typecheck pytest fmt clean screenshots
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "MeetingDash needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -23,6 +23,9 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 	@touch $@ $(BASE_STAMP)
 
 ## demo: the dashboard on the embedded default (SQLite, in-memory layer, built-in simulator)
+# Debug and the simulator are on for the demo only: both default to off.
+demo: export DJANGO_DEBUG = 1
+demo: export MEETINGDASH_SIMULATOR = 1
 demo: $(BASE_STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
@@ -31,7 +34,7 @@ demo: $(BASE_STAMP)
 
 ## run: serve against MEETINGBUDDY_API_URL / MEETINGBUDDY_API_TOKEN
 run: $(BASE_STAMP)
-	@test -n "$$MEETINGBUDDY_API_URL" || { echo "Set MEETINGBUDDY_API_URL (and MEETINGBUDDY_API_TOKEN) first; 'make demo' runs without them."; exit 2; }
+	@test -n "$$MEETINGBUDDY_API_URL" || { echo "Set MEETINGBUDDY_API_URL (and MEETINGBUDDY_API_TOKEN) first; 'make demo' runs the built-in simulator instead."; exit 2; }
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py serve
@@ -43,11 +46,16 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# django-stubs loads the settings, which need a secret key unless DEBUG is on.
 typecheck: $(TEST_STAMP)
-	$(BIN)/mypy .
+	DJANGO_DEBUG=1 $(BIN)/mypy .
 
 pytest: $(TEST_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## screenshots: refresh docs/screenshots from the browser tests (tests never write there)
+screenshots: $(TEST_STAMP)
+	MEETINGDASH_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest tests/e2e/test_browser.py -p no:randomly -k "see_the_simulated_sessions or a_join_appear_live or failure_panel"
 
 fmt: $(TEST_STAMP)
 	$(BIN)/ruff check --fix .

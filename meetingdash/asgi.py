@@ -1,8 +1,9 @@
 """ASGI entry point: Django for pages, Channels routes for streams and live sockets.
 
 `build_application(simulator_app=...)` mounts the built-in upstream simulator under
-settings.MEETINGDASH_SIMULATOR_PREFIX; `python manage.py serve` does that when no
-MEETINGBUDDY_API_URL is configured.
+settings.MEETINGDASH_SIMULATOR_PREFIX; `python manage.py serve` does that when asked to
+(MEETINGDASH_SIMULATOR=1). Every route, the simulator's included, sits behind the Host check;
+websockets behind the same-origin check too.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ django_asgi_app = get_asgi_application()
 # Imported after get_asgi_application(): these modules import models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from sessions_monitor.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
+from sessions_monitor.security import (  # noqa: E402
+    HostValidationMiddleware,
+    SameOriginWebsocketMiddleware,
+)
 
 ASGIApp = Any
 
@@ -49,19 +53,26 @@ class PrefixMount:
         await self.default(scope, receive, send)
 
 
-def build_application(*, simulator_app: ASGIApp | None = None) -> ASGIApp:
-    app: ASGIApp = ProtocolTypeRouter(
-        {
-            "http": AuthMiddlewareStack(
-                URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)])  # type: ignore[arg-type]
-            ),
-            "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-            ),
-        }
+def build_application(
+    *, simulator_app: ASGIApp | None = None, simulator_hosts: tuple[str, ...] = ()
+) -> ASGIApp:
+    """`simulator_hosts`: hosts the simulator answers to besides ALLOWED_HOSTS (the loopback
+    address the embedded relay reaches it by)."""
+    app: ASGIApp = HostValidationMiddleware(
+        ProtocolTypeRouter(
+            {
+                "http": AuthMiddlewareStack(
+                    URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)])  # type: ignore[arg-type]
+                ),
+                "websocket": SameOriginWebsocketMiddleware(
+                    AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+                ),
+            }
+        )
     )
     if simulator_app is not None:
-        app = PrefixMount(settings.MEETINGDASH_SIMULATOR_PREFIX, simulator_app, app)
+        mounted = HostValidationMiddleware(simulator_app, extra_hosts=simulator_hosts)
+        app = PrefixMount(settings.MEETINGDASH_SIMULATOR_PREFIX, mounted, app)
     return app
 
 

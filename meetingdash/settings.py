@@ -1,7 +1,8 @@
 """MeetingDash settings: one module, every knob read from the environment.
 
-Defaults are safe for development: SQLite, the in-memory channel layer, DEBUG on,
-and the built-in upstream simulator when MEETINGBUDDY_API_URL is unset.
+Defaults are safe for production: DEBUG off (so DJANGO_SECRET_KEY is required), no built-in
+simulator unless MEETINGDASH_SIMULATOR=1. Everything else works out of the box on one machine:
+SQLite, the in-memory channel layer and cache. `make demo` and the tests turn DEBUG on.
 """
 
 from __future__ import annotations
@@ -44,14 +45,18 @@ def envlist(name: str, default: str = "") -> list[str]:
     return [item for item in os.getenv(name, default).replace(",", " ").split() if item]
 
 
-DEBUG = envbool("DJANGO_DEBUG", "1")
+DEBUG = envbool("DJANGO_DEBUG", "0")
 
-_DEV_SECRET_KEY = "django-insecure-meetingdash-development-only"
+# Public (it is in this file), so only ever accepted with DEBUG on: with it, anyone could forge
+# sessions, CSRF tokens and widget links.
+DEV_SECRET_KEY = "django-insecure-meetingdash-development-only"
 SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0")
-    SECRET_KEY = _DEV_SECRET_KEY
+if not DEBUG and (not SECRET_KEY or SECRET_KEY == DEV_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be set to a secret value when DJANGO_DEBUG=0 "
+        "(DJANGO_DEBUG=1 is for development only)."
+    )
+SECRET_KEY = SECRET_KEY or DEV_SECRET_KEY
 
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost 127.0.0.1 [::1]")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
@@ -80,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "sessions_monitor.security.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -139,6 +145,21 @@ else:
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
     }
 
+# The cache holds rate-limit counters (logins, upstream look-ups) and the negative look-up
+# cache: shared by every process through Redis in scaled mode, per process otherwise.
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": os.getenv("MEETINGDASH_CHANNEL_PREFIX", "meetingdash"),
+            "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -147,6 +168,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LOGIN_URL = "login"
+# Failed logins are counted per username and per client address (sessions_monitor.limits);
+# the login forms (dashboard and admin) refuse further tries while either is over its limit.
+MEETINGDASH_LOGIN_FAILURES_PER_USERNAME = envint("MEETINGDASH_LOGIN_FAILURES_PER_USERNAME", "5")
+MEETINGDASH_LOGIN_FAILURES_PER_IP = envint("MEETINGDASH_LOGIN_FAILURES_PER_IP", "30")
+MEETINGDASH_LOGIN_LOCKOUT_SECONDS = envint("MEETINGDASH_LOGIN_LOCKOUT_SECONDS", "900")
 LOGIN_REDIRECT_URL = "session-list"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -167,6 +193,9 @@ STORAGES = {
     },
 }
 
+# Behind a reverse proxy: take the client address and scheme from X-Forwarded-For and
+# X-Forwarded-Proto. Only when the proxy sets (and overwrites) them: see README "Security".
+MEETINGDASH_PROXY_HEADERS = envbool("MEETINGDASH_PROXY_HEADERS", "0")
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -178,9 +207,10 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = envint("DJANGO_HSTS_SECONDS", "31536000")
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     # /healthz is probed over plain HTTP by load balancers and process managers.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+if MEETINGDASH_PROXY_HEADERS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOGGING = {
     "version": 1,
@@ -211,5 +241,21 @@ MEETINGDASH_EMBED_TOKEN_DAYS = envint("MEETINGDASH_EMBED_TOKEN_DAYS", "30")
 # Our own public base URL, for links printed outside a request (`embed_token`).
 MEETINGDASH_PUBLIC_URL = os.getenv("MEETINGDASH_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 MEETINGDASH_METRICS_TOKEN = os.getenv("MEETINGDASH_METRICS_TOKEN", "")
-# The in-process simulator's mount point when MEETINGBUDDY_API_URL is unset (see `serve`).
+# The built-in simulator runs inside `serve` only when asked for (`make demo` does); with
+# DEBUG off it then also needs MEETINGDASH_SIMULATOR_TOKEN (`check --deploy` flags it anyway).
+MEETINGDASH_SIMULATOR = envbool("MEETINGDASH_SIMULATOR", "0")
+MEETINGDASH_SIMULATOR_TOKEN = os.getenv("MEETINGDASH_SIMULATOR_TOKEN", "")
 MEETINGDASH_SIMULATOR_PREFIX = "/_simulator"
+
+# --- limits on what one client can cost (sessions_monitor.limits) -------------------------
+MEETINGDASH_MAX_STREAMS_PER_TOKEN = envint("MEETINGDASH_MAX_STREAMS_PER_TOKEN", "20")
+MEETINGDASH_MAX_STREAMS_PER_USER = envint("MEETINGDASH_MAX_STREAMS_PER_USER", "20")
+MEETINGDASH_MAX_PAGES_PER_USER = envint("MEETINGDASH_MAX_PAGES_PER_USER", "50")
+MEETINGDASH_MAX_WIDGETS_PER_TOKEN = envint("MEETINGDASH_MAX_WIDGETS_PER_TOKEN", "500")
+# Upstream look-ups of session ids we do not know yet, per credential, and how long an id the
+# upstream does not know is remembered as unknown.
+MEETINGDASH_LOOKUPS_PER_MINUTE = envint("MEETINGDASH_LOOKUPS_PER_MINUTE", "10")
+MEETINGDASH_LOOKUP_CACHE_SECONDS = envint("MEETINGDASH_LOOKUP_CACHE_SECONDS", "60")
+# A client must send its request headers within this many seconds (slow-loris); daphne's
+# own idle timeout (60 s) only starts over on every byte.
+MEETINGDASH_HEADER_TIMEOUT_SECONDS = envfloat("MEETINGDASH_HEADER_TIMEOUT_SECONDS", "10")

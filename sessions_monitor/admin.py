@@ -14,14 +14,18 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
@@ -39,6 +43,8 @@ admin.site.site_header = "MeetingDash admin"
 admin.site.site_title = "MeetingDash admin"
 admin.site.index_title = "Session history and API tokens"
 admin.site.site_url = "/"  # "View site" goes to the live dashboard
+
+EMBED_PERMISSION = "sessions_monitor.embed_session"
 
 # --- counting ------------------------------------------------------------------------------
 
@@ -353,7 +359,7 @@ class MeetingSessionAdmin(HistoryAdmin):
     date_hierarchy = "started_at"
     ordering = ("-started_at",)
     list_per_page = 50
-    actions = ("watch_sessions", "unwatch_sessions", "export_events_csv")
+    actions = ("watch_sessions", "unwatch_sessions", "export_events_csv", "revoke_widget_links")
     fieldsets = (
         (
             None,
@@ -423,7 +429,9 @@ class MeetingSessionAdmin(HistoryAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        session = self.get_object(request, object_id)
+        # Admin URLs carry the primary key quoted (mbsess_a -> mbsess_5Fa), as Django's
+        # own change_view unquotes it before looking the object up.
+        session = self.get_object(request, unquote(object_id))
         context = dict(extra_context or {})
         if session is not None and self.has_view_permission(request, session):
             context.update(self._session_page_context(request, session))
@@ -443,7 +451,8 @@ class MeetingSessionAdmin(HistoryAdmin):
             "presences": inline_presences(session),
             "event_cap": INLINE_EVENT_CAP,
             "presence_cap": INLINE_PRESENCE_CAP,
-            "embed_snippet": embed.iframe_snippet(request, session.session_id),
+            "can_embed": request.user.has_perm(EMBED_PERMISSION),
+            "snippet_url": reverse("embed-snippet", args=[session.session_id]),
             "embed_days": embed.default_days(),
         }
 
@@ -469,6 +478,51 @@ class MeetingSessionAdmin(HistoryAdmin):
         for session_id in ids:
             services.request_unwatch(session_id)
         self.message_user(request, f"Asked the relay to stop watching {len(ids)} session(s).")
+
+    def has_embed_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm(EMBED_PERMISSION))
+
+    @admin.action(description="Revoke widget links of selected sessions", permissions=["embed"])
+    def revoke_widget_links(self, request: HttpRequest, queryset: QuerySet[MeetingSession]) -> None:
+        from sessions_monitor import services
+
+        ids = list(queryset.values_list("session_id", flat=True))
+        count = services.revoke_widget_links(session_ids=ids, user=request.user)
+        self.message_user(
+            request,
+            f"Revoked the widget links of {count} session(s); open widgets close within "
+            f"{int(settings.MEETINGDASH_KEEPALIVE_SECONDS)} s.",
+            messages.SUCCESS,
+        )
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "revoke-all-widget-links/",
+                self.admin_site.admin_view(self.revoke_all_widget_links_view),
+                name="sessions_monitor_revoke_all_widget_links",
+            ),
+            *super().get_urls(),
+        ]
+
+    def revoke_all_widget_links_view(self, request: HttpRequest) -> HttpResponse:
+        """A confirmation page (GET), then every widget link of every session revoked (POST)."""
+        from sessions_monitor import services
+
+        if not self.has_embed_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            services.revoke_widget_links(session_ids=None, user=request.user)
+            self.message_user(request, "Revoked every widget link.", messages.SUCCESS)
+            return redirect("admin:sessions_monitor_meetingsession_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Revoke every widget link?",
+        }
+        return TemplateResponse(
+            request, "admin/sessions_monitor/meetingsession/revoke_all_widget_links.html", context
+        )
 
     @admin.action(description="Export events of selected sessions (CSV)", permissions=["view"])
     def export_events_csv(

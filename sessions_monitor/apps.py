@@ -7,3 +7,6 @@ class SessionsMonitorConfig(AppConfig):
     name = "sessions_monitor"
     verbose_name = "Meeting sessions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from sessions_monitor import checks  # noqa: F401 (registers the system checks)

@@ -2,7 +2,12 @@
 
 Protocol (htmx 2 + ws extension on the page, see the page templates):
 
-- Only logged-in, active users; anyone else is refused at the handshake.
+- Only logged-in, active users. Anyone else, a malformed session id, or a user over
+  MEETINGDASH_MAX_PAGES_PER_USER open pages is accepted and closed at once with a 4xxx code
+  (4403, 4400, 4429), which tells the page why (a refused handshake reads as a network
+  error, and the page would retry for ever). Access is checked again every
+  `access.check_interval()`: logging out, a password change or deactivation closes the
+  socket (4403) within one keepalive interval.
 - The consumer subscribes to the hub BEFORE it reads any history, then accepts.
 - On every (re)connect the page sends a hello from a `ws-send` form triggered by
   `htmx:wsOpen`: the detail page `{"after": <last seq it holds>}`, the list page its
@@ -28,11 +33,13 @@ from typing import Any, TypeVar, cast
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
-from sessions_monitor import presentation
+from sessions_monitor import access, limits, presentation
 from sessions_monitor.hub import HubMessage, Subscription, get_hub
+from sessions_monitor.upstream import is_valid_session_id
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,6 +48,9 @@ DETAIL = "sessions_monitor/session_detail.html"
 LIST = "sessions_monitor/session_list.html"
 KEEPALIVE_SECONDS = 10.0
 KEEPALIVE = "<!-- keepalive -->"
+CLOSE_BAD_REQUEST = 4400
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
 REPLAY_LIMIT = 1000
 MAX_BATCH = 2000
 PER_PAGE = 25
@@ -90,11 +100,6 @@ async def single_flight(
     return cast(T, await asyncio.shield(future))
 
 
-def _allowed(scope: dict[str, Any]) -> bool:
-    user = scope.get("user")
-    return bool(user is not None and user.is_authenticated and user.is_active)
-
-
 async def next_batch(
     subscription: Subscription, quiet_seconds: float | None = None
 ) -> list[HubMessage] | None:
@@ -132,12 +137,16 @@ def parse_after(text: str | None) -> int | None:
     return after if after >= 0 else None
 
 
+# No channel-layer channel per browser: everything live comes from the hub. (An alias
+# that is not configured makes Channels skip `new_channel()` and its receive loop, whose
+# channels-redis BZPOPMIN does not always end when the socket is cancelled.)
+HUB_ONLY = "meetingdash-live-sockets-use-the-hub"
+
+
 class _LiveConsumer(AsyncWebsocketConsumer):
     """Shared plumbing: auth, subscriptions, one pump task, keepalives."""
 
-    # No channel-layer channel per browser: everything live comes from the hub. (An alias
-    # that is not configured makes Channels skip `new_channel()` and its receive loop.)
-    channel_layer_alias = "meetingdash-live-pages-use-the-hub"
+    channel_layer_alias = HUB_ONLY
 
     subscriptions: list[Subscription]
     pump: asyncio.Task[None] | None
@@ -146,8 +155,19 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         self.subscriptions = []
         self.pump = None
         self.keepalive: asyncio.Task[None] | None = None
-        if not _allowed(self.scope):
-            await self.close()
+        self.occupancy: limits.Occupancy | None = None
+        credential = access.credential_for_user(self.scope)
+        refusal = self.refusal(credential)
+        if refusal is None and credential is not None:
+            self.credential = credential
+            self.occupancy = limits.Occupancy(
+                [(f"pages:user:{credential.user_id}", settings.MEETINGDASH_MAX_PAGES_PER_USER)]
+            )
+            if not await self.occupancy.acquire():
+                refusal = CLOSE_TOO_MANY
+        if refusal is not None:
+            await self.accept()
+            await self.close(code=refusal)
             return
         await self.subscribe()
         self.subscribed_at = asyncio.get_running_loop().time()
@@ -155,6 +175,10 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         self.last_send = asyncio.get_running_loop().time()
         self.keepalive = asyncio.ensure_future(self._guard(self._keepalives()))
         self.accepted()
+
+    def refusal(self, credential: access.Credential | None) -> int | None:
+        """The close code to refuse this connection with, or None to let it in."""
+        return CLOSE_FORBIDDEN if credential is None else None
 
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
@@ -164,14 +188,27 @@ class _LiveConsumer(AsyncWebsocketConsumer):
 
     async def _keepalives(self) -> None:
         """A keepalive after KEEPALIVE_SECONDS without any frame (one timer per connection,
-        not one per delivery); the page's watchdog reconnects when even these stop."""
+        not one per delivery; the page's watchdog reconnects when even these stop), and
+        the access check every `access.check_interval()`."""
         loop = asyncio.get_running_loop()
+        interval = access.check_interval()
+        check_at = loop.time() + interval
         while True:
-            quiet_for = loop.time() - self.last_send
+            now = loop.time()
+            if now >= check_at:
+                if not await access.still_valid(self.credential):
+                    logger.info("live page closed: access ended for %s", self.credential.label)
+                    await self.close(code=CLOSE_FORBIDDEN)
+                    return
+                if self.occupancy is not None:
+                    await self.occupancy.refresh()
+                check_at = loop.time() + interval
+                continue
+            quiet_for = now - self.last_send
             if quiet_for >= KEEPALIVE_SECONDS:
                 await self.send(text_data=KEEPALIVE)
                 continue
-            await asyncio.sleep(KEEPALIVE_SECONDS - quiet_for)
+            await asyncio.sleep(min(KEEPALIVE_SECONDS - quiet_for, check_at - now))
 
     async def subscribe(self) -> None:
         raise NotImplementedError
@@ -185,6 +222,8 @@ class _LiveConsumer(AsyncWebsocketConsumer):
                 task.cancel()
         for subscription in self.subscriptions:
             subscription.close()
+        if self.occupancy is not None:
+            await self.occupancy.release()
 
     def start(self, coroutine: Awaitable[None]) -> None:
         if self.pump is not None:
@@ -204,8 +243,13 @@ class _LiveConsumer(AsyncWebsocketConsumer):
 
 
 class SessionDetailConsumer(_LiveConsumer):
-    async def subscribe(self) -> None:
+    def refusal(self, credential: access.Credential | None) -> int | None:
         self.session_id: str = self.scope["url_route"]["kwargs"]["session_id"]
+        if not is_valid_session_id(self.session_id):
+            return CLOSE_BAD_REQUEST
+        return super().refusal(credential)
+
+    async def subscribe(self) -> None:
         hub = get_hub()
         self.events = await hub.subscribe(self.session_id)
         self.summaries = await hub.subscribe(None)
@@ -223,7 +267,7 @@ class SessionDetailConsumer(_LiveConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         after = parse_after(text_data)
         if after is None:
-            await self.close(code=4400)
+            await self.close(code=CLOSE_BAD_REQUEST)
             return
         self.start(self._events_pump(after))
 
@@ -343,7 +387,7 @@ class SessionListConsumer(_LiveConsumer):
             self.query = str(hello.get("q", ""))[:200].strip()
             self.page = max(1, int(hello.get("page", 1)))
         except (ValueError, TypeError, AttributeError):
-            await self.close(code=4400)
+            await self.close(code=CLOSE_BAD_REQUEST)
             return
         if self.filter not in presentation.FILTERS:
             self.filter = "live"

@@ -1,13 +1,15 @@
-"""Signed, expiring, read-only tokens for the embeddable status widget.
+"""Signed, expiring, revocable, read-only tokens for the embeddable status widget.
 
-A token names exactly one session and an expiry, signed with SECRET_KEY under its own salt
-(so no other signed value of the project can pass for one). Nothing is stored: rotating
-SECRET_KEY revokes every widget link at once.
+A token names exactly one session, when it was issued and when it expires, signed with
+SECRET_KEY under its own salt (so no other signed value of the project can pass for one).
+Tokens themselves are not stored; an `EmbedRevocation` row makes every token of one session
+(or of all sessions) issued up to its time invalid.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import re
 import time
@@ -16,15 +18,20 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.http import HttpRequest
+from django.db.models import Q
 from django.urls import reverse
 from django.utils.html import escape
 from django.utils.http import urlencode
+
+from sessions_monitor.models import EmbedRevocation
 
 logger = logging.getLogger(__name__)
 
 SALT = "meetingdash.embed.v1"
 MAX_DAYS = 3650
+# Far beyond any token we issue, well inside what datetime can represent.
+_MAX_EXP = 2**36
+_EPOCH = dt.datetime.fromtimestamp(0, tz=dt.UTC)
 WIDGET_WIDTH = 300
 WIDGET_HEIGHT = 80
 # scheme://host[:port], host may be a wildcard subdomain as CSP allows (https://*.example.com).
@@ -39,6 +46,7 @@ class InvalidEmbedToken(Exception):
 class EmbedGrant:
     session_id: str
     expires_at: dt.datetime
+    issued_at: dt.datetime
 
 
 def default_days() -> int:
@@ -50,31 +58,40 @@ def make_token(session_id: str, *, days: int | None = None, now: float | None = 
     if not 0 < days <= MAX_DAYS:
         raise ValueError(f"days must be between 1 and {MAX_DAYS}, got {days}")
     issued = time.time() if now is None else now
-    payload = {"sid": session_id, "exp": int(issued + days * 86400)}
+    # iat in milliseconds: a revocation in the same second must not spare a later token.
+    payload = {"sid": session_id, "exp": int(issued + days * 86400), "iat": int(issued * 1000)}
     return signing.dumps(payload, salt=SALT)
 
 
+def _timestamp(payload: dict[str, Any], name: str, scale: int) -> dt.datetime:
+    value = payload.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_EXP * scale:
+        raise InvalidEmbedToken(f"malformed {name}")
+    return dt.datetime.fromtimestamp(value / scale, tz=dt.UTC)
+
+
 def read_token(token: str, *, now: float | None = None) -> EmbedGrant:
+    """Never raises anything but InvalidEmbedToken, whatever the token holds."""
+    if not isinstance(token, str) or len(token) > 1000:
+        raise InvalidEmbedToken("malformed token")
     try:
         payload: Any = signing.loads(token, salt=SALT)
-    except (signing.BadSignature, ValueError, TypeError) as exc:
+    except (signing.BadSignature, ValueError, TypeError, UnicodeError) as exc:
         raise InvalidEmbedToken("bad signature") from exc
-    if not (
-        isinstance(payload, dict)
-        and isinstance(payload.get("sid"), str)
-        and isinstance(payload.get("exp"), int)
-    ):
+    if not isinstance(payload, dict) or not isinstance(payload.get("sid"), str):
         raise InvalidEmbedToken("malformed payload")
-    if payload["exp"] <= (time.time() if now is None else now):
+    expires_at = _timestamp(payload, "exp", 1)
+    # Tokens from before revocation existed carry no iat: issued at the epoch, so any
+    # revocation covers them.
+    issued_at = _timestamp(payload, "iat", 1000) if "iat" in payload else _EPOCH
+    if expires_at.timestamp() <= (time.time() if now is None else now):
         raise InvalidEmbedToken("expired")
-    return EmbedGrant(
-        session_id=payload["sid"],
-        expires_at=dt.datetime.fromtimestamp(payload["exp"], tz=dt.UTC),
-    )
+    return EmbedGrant(session_id=payload["sid"], expires_at=expires_at, issued_at=issued_at)
 
 
 def grant_for(token: str | None, session_id: str, *, now: float | None = None) -> EmbedGrant:
-    """The grant if `token` is valid for `session_id`; InvalidEmbedToken otherwise."""
+    """The grant if `token` is signed and unexpired for `session_id` (no revocation check:
+    see `valid_grant`); InvalidEmbedToken otherwise."""
     if not token:
         raise InvalidEmbedToken("missing")
     grant = read_token(token, now=now)
@@ -83,12 +100,33 @@ def grant_for(token: str | None, session_id: str, *, now: float | None = None) -
     return grant
 
 
+def is_revoked(grant: EmbedGrant) -> bool:
+    return EmbedRevocation.objects.filter(
+        Q(session__isnull=True) | Q(session_id=grant.session_id),
+        revoked_at__gte=grant.issued_at,
+    ).exists()
+
+
+def valid_grant(token: str | None, session_id: str) -> EmbedGrant:
+    """`grant_for`, and not revoked since it was issued (one indexed query)."""
+    grant = grant_for(token, session_id)
+    if is_revoked(grant):
+        raise InvalidEmbedToken("revoked")
+    return grant
+
+
+def token_fingerprint(token: str) -> str:
+    """Names a widget token in logs and limits without revealing it."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
 def widget_path(session_id: str, token: str) -> str:
     return f"{reverse('embed-session', args=[session_id])}?{urlencode({'token': token})}"
 
 
 def iframe_markup(url: str) -> str:
-    """The snippet as plain text: templates escape it to show it, never run it by accident."""
+    """The snippet as plain text: templates escape it to show it, never run it by accident.
+    (Its inline style is for the embedding page; our own preview uses a class instead.)"""
     # sandbox keeps the widget from navigating or opening popups in the embedding page;
     # allow-same-origin keeps its own origin so its live socket passes the origin check.
     return (
@@ -96,11 +134,6 @@ def iframe_markup(url: str) -> str:
         f'height="{WIDGET_HEIGHT}" style="border:0;overflow:hidden" loading="lazy" '
         'referrerpolicy="no-referrer" sandbox="allow-scripts allow-same-origin"></iframe>'
     )
-
-
-def iframe_snippet(request: HttpRequest, session_id: str, *, days: int | None = None) -> str:
-    url = request.build_absolute_uri(widget_path(session_id, make_token(session_id, days=days)))
-    return iframe_markup(url)
 
 
 def iframe_snippet_for_base(base_url: str, session_id: str, *, days: int | None = None) -> str:

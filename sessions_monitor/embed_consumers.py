@@ -1,7 +1,10 @@
 """The widget's live channel: one badge per message, from the per-process hub.
 
-The token is checked before the handshake is accepted (refused = HTTP 403 to the browser),
-and the socket closes itself when the token expires. Each `sessions.summary` of the session
+The token is checked before the handshake is accepted (refused = HTTP 403 to the browser,
+which then shows the badge it has, and the page the refused-link view gives on reload).
+While open, the socket closes itself when the token expires, and when it is revoked (checked
+every `access.check_interval()`), each time after saying so in the badge. A widget token may
+hold MEETINGDASH_MAX_WIDGETS_PER_TOKEN sockets at once. Each `sessions.summary` of the session
 is rendered to badge HTML once per process (`HubMessage.render`), so a thousand widgets on
 the same session cost one render, not a thousand.
 
@@ -22,9 +25,11 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.template.loader import render_to_string
 
-from sessions_monitor import embed, selectors
+from sessions_monitor import access, embed, limits, selectors
+from sessions_monitor.consumers import HUB_ONLY
 from sessions_monitor.embed_views import render_badge
 from sessions_monitor.hub import Hub, HubMessage, Subscription, get_hub
 
@@ -32,8 +37,12 @@ logger = logging.getLogger(__name__)
 
 BADGE_KEY = "embed-badge"
 EXPIRED_TEMPLATE = "sessions_monitor/embed.html#expired"
-# Close code for an expired token: the ws extension does not reconnect on 4xxx codes.
+REVOKED_TEMPLATE = "sessions_monitor/embed.html#revoked"
+BUSY_TEMPLATE = "sessions_monitor/embed.html#busy"
+# Close codes; the ws extension does not reconnect on 4xxx codes.
 CLOSE_EXPIRED = 4001
+CLOSE_REVOKED = 4403
+CLOSE_TOO_MANY = 4429
 
 
 def badge_of(message: HubMessage) -> str:
@@ -118,35 +127,73 @@ def get_badge_feed() -> BadgeFeed:
 
 
 class EmbedBadgeConsumer(AsyncWebsocketConsumer):
+    channel_layer_alias = HUB_ONLY
     session_id: str
     grant: embed.EmbedGrant
+    credential: access.Credential
     box: LatestOnly | None = None
     pump: asyncio.Task[None] | None = None
+    guard: asyncio.Task[None] | None = None
+    occupancy: limits.Occupancy | None = None
     # The newest state shown: summaries that arrived while the snapshot was read may be older.
     shown_seq = 0
 
     async def connect(self) -> None:
         self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        token = query.get("token", [""])[0]
         try:
-            self.grant = embed.grant_for(query.get("token", [""])[0], self.session_id)
+            self.grant = await database_sync_to_async(embed.valid_grant)(token, self.session_id)
         except embed.InvalidEmbedToken:
             await self.close()
+            return
+        self.credential = access.credential_for_widget(token, self.session_id)
+        self.occupancy = limits.Occupancy(
+            [
+                (
+                    f"widgets:{embed.token_fingerprint(token)}",
+                    settings.MEETINGDASH_MAX_WIDGETS_PER_TOKEN,
+                )
+            ]
+        )
+        if not await self.occupancy.acquire():
+            self.occupancy = None
+            await self.accept()
+            await self.send(text_data=render_to_string(BUSY_TEMPLATE))
+            await self.close(code=CLOSE_TOO_MANY)
             return
         # Join before reading the snapshot: whatever changes after the read arrives.
         self.box = await get_badge_feed().join(self.session_id)
         await self.accept()
         await self.send_snapshot()
         self.pump = asyncio.create_task(self.forward(), name=f"embed:{self.session_id}")
+        self.guard = asyncio.create_task(self.recheck(), name=f"embed-access:{self.session_id}")
 
     async def disconnect(self, code: int) -> None:
-        if self.pump is not None:
-            self.pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.pump
+        for task in (self.pump, self.guard):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.box is not None:
             get_badge_feed().leave(self.session_id, self.box)
             self.box = None
+        if self.occupancy is not None:
+            await self.occupancy.release()
+            self.occupancy = None
+
+    async def recheck(self) -> None:
+        """Close (saying so) once the link is revoked; keep the slot alive meanwhile."""
+        assert self.occupancy is not None
+        while True:
+            await asyncio.sleep(access.check_interval())
+            if not await access.still_valid(self.credential):
+                if self.pump is not None:
+                    self.pump.cancel()
+                await self.send(text_data=render_to_string(REVOKED_TEMPLATE))
+                await self.close(code=CLOSE_REVOKED)
+                return
+            await self.occupancy.refresh()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Read-only: anything the browser sends is ignored."""

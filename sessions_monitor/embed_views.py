@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
@@ -57,7 +57,7 @@ def _refused(request: HttpRequest) -> HttpResponse:
 @xframe_options_exempt
 def session_widget(request: HttpRequest, session_id: str) -> HttpResponse:
     try:
-        grant = embed.grant_for(request.GET.get("token"), session_id)
+        grant = embed.valid_grant(request.GET.get("token"), session_id)
     except embed.InvalidEmbedToken:
         return _refused(request)
     token = request.GET["token"]
@@ -76,23 +76,31 @@ def _requested_days(request: HttpRequest) -> int:
     return days if 0 < days <= embed.MAX_DAYS else embed.default_days()
 
 
+EMBED_PERMISSION = "sessions_monitor.embed_session"
+
+
 @require_GET
 @never_cache
-@staff_member_required
+@login_required
+@permission_required(EMBED_PERMISSION, raise_exception=True)
 def session_snippet(request: HttpRequest, session_id: str) -> HttpResponse:
-    """A ready-to-paste <iframe> for staff; the partial alone for htmx requests."""
+    """Mints a widget link on request (never as a side effect of viewing a page) and shows
+    the ready-to-paste <iframe>; the partial alone for htmx requests."""
     try:
         validate_session_id(session_id)
     except InvalidSessionId:
         raise Http404("not a session id") from None
     days = _requested_days(request)
-    snippet = embed.iframe_snippet(request, session_id, days=days)
+    url = request.build_absolute_uri(
+        embed.widget_path(session_id, embed.make_token(session_id, days=days))
+    )
     template = "sessions_monitor/embed_snippet.html"
     if getattr(request, "htmx", False):
         template += "#snippet"
     context = {
         "session_id": session_id,
-        "snippet": snippet,
+        "snippet": embed.iframe_markup(url),
+        "widget_url": url,
         "days": days,
         "origins": embed.allowed_origins(),
     }

@@ -21,9 +21,8 @@ from sessions_monitor.hub import get_hub
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _allowed(request: HttpRequest, user_is_staff: bool) -> bool:
-    if user_is_staff:
-        return True
+def bearer_is_metrics_token(request: HttpRequest) -> bool:
+    """`Authorization: Bearer $MEETINGDASH_METRICS_TOKEN` (never true when it is unset)."""
     token = settings.MEETINGDASH_METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
@@ -159,7 +158,7 @@ def render_metrics(links: dict[str, int], watched: int) -> str:
 @require_GET
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
-    if not _allowed(request, bool(user.is_staff)):
+    if not (user.is_staff or bearer_is_metrics_token(request)):
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
     links, watched = await database_sync_to_async(_db_figures)()
     return HttpResponse(render_metrics(links, watched), content_type=CONTENT_TYPE)

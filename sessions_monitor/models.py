@@ -67,6 +67,9 @@ class MeetingSession(models.Model):
 
     class Meta:
         ordering = ["-last_event_at"]
+        permissions = [
+            ("embed_session", "Can create and revoke status widget links"),
+        ]
         indexes = [
             models.Index(fields=["-last_event_at"], name="session_recent_idx"),
             models.Index(fields=["status", "-last_event_at"], name="session_status_recent_idx"),
@@ -135,6 +138,31 @@ class Presence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.participant_name} in {self.session_id}"
+
+
+class EmbedRevocation(models.Model):
+    """Widget links issued up to `revoked_at` stop working: one session's, or (no session)
+    every one. Kept as a record of who revoked what and when."""
+
+    session = models.ForeignKey(
+        MeetingSession,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="embed_revocations",
+        help_text="Empty: every widget link of every session.",
+    )
+    revoked_at = models.DateTimeField(default=timezone.now)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+
+    class Meta:
+        ordering = ["-revoked_at"]
+        indexes = [models.Index(fields=["session", "revoked_at"], name="embed_revocation_idx")]
+
+    def __str__(self) -> str:
+        return f"widget links of {self.session_id or 'every session'} revoked"
 
 
 class ApiToken(models.Model):

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from sessions_monitor.models import (
     TERMINAL_STATUSES,
+    EmbedRevocation,
     EventKind,
     MeetingSession,
     Presence,
@@ -530,3 +531,20 @@ def upsert_session_metadata(
             session.raw = raw
         session.save(update_fields=["bot_name", "meeting_link", "platform", "started_at", "raw"])
     return session
+
+
+# --- widget links ----------------------------------------------------------------------------
+
+
+def revoke_widget_links(*, session_ids: Iterable[str] | None, user: Any = None) -> int:
+    """Make widget links issued until now invalid: of these sessions, or (None) of every
+    session. Open widgets close within one keepalive interval. Returns the rows written."""
+    now = timezone.now()
+    by = user if getattr(user, "pk", None) else None
+    if session_ids is None:
+        EmbedRevocation.objects.create(session=None, revoked_at=now, revoked_by=by)
+        return 1
+    known = MeetingSession.objects.filter(pk__in=list(session_ids)).values_list("pk", flat=True)
+    rows = [EmbedRevocation(session_id=sid, revoked_at=now, revoked_by=by) for sid in known]
+    EmbedRevocation.objects.bulk_create(rows)
+    return len(rows)

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -26,11 +25,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from sessions_monitor import selectors, services, tokens
+from sessions_monitor import access, limits, lookups, selectors, services
 from sessions_monitor.hub import HubMessage, Subscription, get_hub
 from sessions_monitor.models import EventKind
+from sessions_monitor.security import data_headers, header, https_required
 from sessions_monitor.selectors import STREAMED_KINDS, StreamStart, isoformat
-from sessions_monitor.upstream import MeetingBuddyClient, SessionNotFound, UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +38,15 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 KEEPALIVE = b": keepalive\n\n"
+ACCESS_ENDED = b": access ended (token revoked, signed out or user deactivated)\n\n"
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+# json.dumps(ensure_ascii=False) leaves these raw, and clients that split lines like
+# str.splitlines() would read them as line breaks inside `data:`: escape them as JSON does.
+_LINE_SEPARATORS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -80,8 +83,12 @@ def sse_frame(session_id: str, event: dict[str, Any]) -> bytes:
     if payload is None:
         return b""
     name, data = payload
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"id: {event['seq']}\nevent: {name}\ndata: {body}\n\n".encode()
+    return f"id: {event['seq']}\nevent: {name}\ndata: {sse_data(data)}\n\n".encode()
+
+
+def sse_data(data: dict[str, Any]) -> str:
+    """Compact JSON on one line, whatever the strings in it hold."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).translate(_LINE_SEPARATORS)
 
 
 def render_hub_message(message: HubMessage) -> bytes:
@@ -100,9 +107,13 @@ SYNTHETIC_CLOSE = b'event: close\ndata: {"reason":"session_ended"}\n\n'
 
 
 def error_envelope(status: int, code: str, message: str, session_id: str | None) -> bytes:
-    kind = {401: "authentication_error", 404: "not_found_error", 422: "validation_error"}.get(
-        status, "client_error" if status < 500 else "server_error"
-    )
+    kind = {
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        422: "validation_error",
+        429: "rate_limit_error",
+    }.get(status, "client_error" if status < 500 else "server_error")
     details = {"session_id": session_id} if session_id is not None else {}
     body = {
         "success": False,
@@ -120,11 +131,24 @@ def error_envelope(status: int, code: str, message: str, session_id: str | None)
 
 
 async def send_error(
-    send: Send, status: int, code: str, message: str, session_id: str | None = None
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    session_id: str | None = None,
+    *,
+    retry_after: int | None = None,
 ) -> None:
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"no-store"),
+        *data_headers(scope),
+    ]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="meetingdash"'))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, retry_after)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send(
         {"type": "http.response.body", "body": error_envelope(status, code, message, session_id)}
@@ -134,87 +158,11 @@ async def send_error(
 # --- request helpers -----------------------------------------------------------------------
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 def parse_last_event_id(value: str | None) -> int | None:
     if value is None:
         return None
     value = value.strip()
     return int(value) if value.isdigit() and len(value) < 19 else None
-
-
-async def authenticated(scope: Scope) -> bool:
-    authorization = header(scope, b"authorization")
-    if authorization is not None:
-        scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not credentials.strip():
-            return False
-        owner = await database_sync_to_async(tokens.authenticate)(credentials.strip())
-        return owner is not None
-    user = scope.get("user")
-    return bool(user is not None and user.is_authenticated)
-
-
-_lookups: dict[str, asyncio.Future[bool | None]] = {}
-_lookup_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MeetingBuddyClient] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _lookup_client() -> MeetingBuddyClient | None:
-    """The relay's client when it runs here, else one per event loop (never one per
-    request: each httpx client builds its own TLS context, megabytes apiece)."""
-    from sessions_monitor.relay.worker import current_relay, upstream_url
-
-    relay = current_relay()
-    if relay is not None and relay.running:
-        return relay.client
-    loop = asyncio.get_running_loop()
-    client = _lookup_clients.get(loop)
-    if client is None:
-        url = upstream_url()
-        if not url:
-            return None
-        client = _lookup_clients[loop] = MeetingBuddyClient(url, settings.MEETINGBUDDY_API_TOKEN)
-    return client
-
-
-async def known_upstream(session_id: str) -> bool | None:
-    """Ask the upstream whether it knows a session: True/False, or None when it cannot tell.
-    Concurrent first subscribers of one session share a single request."""
-    pending = _lookups.get(session_id)
-    if pending is None:
-        pending = _lookups[session_id] = asyncio.ensure_future(_ask_upstream(session_id))
-        pending.add_done_callback(lambda _: _lookups.pop(session_id, None))
-    return await asyncio.shield(pending)
-
-
-async def _ask_upstream(session_id: str) -> bool | None:
-    client = _lookup_client()
-    if client is None:
-        return False
-    try:
-        upstream = await client.get_session(session_id)
-    except SessionNotFound:
-        return False
-    except UpstreamError as exc:
-        if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 403):
-            return False
-        logger.warning("stream: cannot ask the upstream about %s: %s", session_id, exc)
-        return None
-    await database_sync_to_async(services.upsert_session_metadata)(
-        session_id,
-        bot_name=upstream.bot_name,
-        meeting_link=upstream.meeting_link,
-        platform=upstream.platform,
-        created_at=upstream.created_at,
-    )
-    return True
 
 
 # --- the stream ----------------------------------------------------------------------------
@@ -273,49 +221,108 @@ class _Writer:
                 return
 
 
+INVALID_ID_MESSAGE = (
+    "Session ids start with 'mbsess_' followed by 1 to 64 letters, digits, '_' or '-'."
+)
+
+
 async def session_stream(scope: Scope, receive: Receive, send: Send) -> None:
     """The ASGI app behind our stream route (routing.py)."""
     session_id = scope.get("url_route", {}).get("kwargs", {}).get("session_id", "")
     if scope["method"] != "GET":
-        await send_error(send, 405, "METHOD_NOT_ALLOWED", "Use GET.", session_id)
+        await send_error(scope, send, 405, "METHOD_NOT_ALLOWED", "Use GET.", session_id)
         return
-    if not await authenticated(scope):
+    if https_required(scope):
+        await send_error(scope, send, 403, "HTTPS_REQUIRED", "Use https:// for this stream.")
+        return
+    credential = await access.credential_for_stream(scope)
+    if credential is None:
         await send_error(
-            send, 401, "UNAUTHORIZED", "Send Authorization: Bearer <API token>, or log in."
+            scope, send, 401, "UNAUTHORIZED", "Send Authorization: Bearer <API token>, or log in."
         )
         return
     try:
         services.validate_session_id(session_id)
     except services.InvalidSessionId:
         await send_error(
-            send,
-            422,
-            "INVALID_SESSION_ID_FORMAT",
-            "Session ids start with 'mbsess_' followed by 1 to 64 letters, digits, '_' or '-'.",
-            session_id,
+            scope, send, 422, "INVALID_SESSION_ID_FORMAT", INVALID_ID_MESSAGE, session_id[:100]
         )
         return
+    occupancy = limits.Occupancy(stream_slots(credential))
+    if not await occupancy.acquire():
+        await send_error(
+            scope,
+            send,
+            429,
+            "TOO_MANY_STREAMS",
+            "Too many open streams for this token or user; close one first.",
+            session_id,
+            retry_after=int(settings.MEETINGDASH_KEEPALIVE_SECONDS),
+        )
+        return
+    try:
+        await _open(scope, receive, send, session_id, credential, occupancy)
+    finally:
+        await occupancy.release()
+
+
+def stream_slots(credential: access.Credential) -> list[tuple[str, int]]:
+    slots = [(f"streams:user:{credential.user_id}", settings.MEETINGDASH_MAX_STREAMS_PER_USER)]
+    if credential.kind == "token":
+        slots.append(
+            (f"streams:token:{credential.key}", settings.MEETINGDASH_MAX_STREAMS_PER_TOKEN)
+        )
+    return slots
+
+
+async def _open(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    session_id: str,
+    credential: access.Credential,
+    occupancy: limits.Occupancy,
+) -> None:
     last_event_id = parse_last_event_id(header(scope, b"last-event-id"))
     # Register for live events BEFORE reading history: nothing stored in between is missed.
     subscription = await get_hub().subscribe(session_id)
     try:
         start = await database_sync_to_async(selectors.stream_start)(session_id, last_event_id)
-        if not start.known:
-            exists = await known_upstream(session_id)
-            if exists is None:
-                await send_error(
-                    send, 503, "UPSTREAM_UNAVAILABLE", "The upstream cannot be asked.", session_id
-                )
-                return
-            if not exists:
-                await send_error(send, 404, "SESSION_NOT_FOUND", "Unknown session.", session_id)
-                return
+        if not start.known and not await _known_upstream(scope, send, session_id, credential):
+            return
         if not start.watched and not start.terminal:
             await services.arequest_watch(session_id)
-        await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
-        await _serve(scope, receive, send, subscription, start)
+        headers = [*STREAM_HEADERS, *data_headers(scope)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await _serve(scope, receive, send, subscription, start, credential, occupancy)
     finally:
         subscription.close()
+
+
+async def _known_upstream(
+    scope: Scope, send: Send, session_id: str, credential: access.Credential
+) -> bool:
+    """True when the upstream knows the session; otherwise the error is sent."""
+    lookup = await lookups.lookup_session(session_id, credential=credential.label)
+    if lookup.outcome is lookups.Outcome.KNOWN:
+        return True
+    if lookup.outcome is lookups.Outcome.UNKNOWN:
+        await send_error(scope, send, 404, "SESSION_NOT_FOUND", "Unknown session.", session_id)
+    elif lookup.outcome is lookups.Outcome.THROTTLED:
+        await send_error(
+            scope,
+            send,
+            429,
+            "TOO_MANY_LOOKUPS",
+            "Too many unknown session ids asked for; wait before asking for another.",
+            session_id,
+            retry_after=lookup.retry_after,
+        )
+    else:
+        await send_error(
+            scope, send, 503, "UPSTREAM_UNAVAILABLE", "The upstream cannot be asked.", session_id
+        )
+    return False
 
 
 async def _serve(
@@ -324,6 +331,8 @@ async def _serve(
     send: Send,
     subscription: Subscription,
     start: StreamStart,
+    credential: access.Credential,
+    occupancy: limits.Occupancy,
 ) -> None:
     writer = _Writer(send, start_session_id(scope))
     writer.last_seq = start.resume_from or 0
@@ -338,36 +347,57 @@ async def _serve(
         await writer.write(KEEPALIVE)  # flush headers at once for clients that wait on bytes
         await writer.live(subscription)
 
-    async def disconnect_or_keepalive() -> None:
-        """Wait for the client to go; write `: keepalive` whenever the stream was quiet
-        for the interval. Here, not around each `subscription.get()`, so a delivery costs
-        no timer."""
+    async def watch_client() -> bool:
+        """Until the client goes (False) or its access ends (True): write `: keepalive`
+        whenever the stream was quiet for the interval, and re-check access every
+        `access.check_interval()`. Here, not around each `subscription.get()`, so a
+        delivery costs no timer."""
         keepalive = settings.MEETINGDASH_KEEPALIVE_SECONDS
+        interval = access.check_interval()
         loop = asyncio.get_running_loop()
+        check_at = loop.time() + interval
         while True:
-            quiet_for = loop.time() - writer.last_write
+            now = loop.time()
+            if now >= check_at:
+                if not await access.still_valid(credential):
+                    return True
+                await occupancy.refresh()
+                check_at = loop.time() + interval
+                continue
+            quiet_for = now - writer.last_write
             if quiet_for >= keepalive:
                 await writer.write(KEEPALIVE)
                 continue
             try:
-                async with asyncio.timeout(keepalive - quiet_for):
+                async with asyncio.timeout(min(keepalive - quiet_for, check_at - now)):
                     message = await receive()
             except TimeoutError:
                 continue
             if message["type"] == "http.disconnect":
-                return
+                return False
 
     writing = asyncio.create_task(stream())
-    watching = asyncio.create_task(disconnect_or_keepalive())
+    watching = asyncio.create_task(watch_client())
     try:
         await asyncio.wait({writing, watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (writing, watching):
             task.cancel()
         results = await asyncio.gather(writing, watching, return_exceptions=True)
-    if writing.done() and not writing.cancelled() and results[0] is None:
+    access_ended = results[1] is True
+    if access_ended:
+        logger.info(
+            "stream of %s closed: access ended for %s", start_session_id(scope), credential.label
+        )
+    if access_ended or (writing.done() and not writing.cancelled() and results[0] is None):
         with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": ACCESS_ENDED if access_ended else b"",
+                    "more_body": False,
+                }
+            )
     elif isinstance(results[0], Exception):
         logger.warning("stream writer failed: %r", results[0])
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -14,10 +13,10 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from sessions_monitor import health, presentation, services
+from sessions_monitor import health, lookups, metrics, presentation, services
 from sessions_monitor.forms import WatchForm
 from sessions_monitor.models import MeetingSession
-from sessions_monitor.upstream import MeetingBuddyClient, SessionNotFound, UpstreamError
+from sessions_monitor.upstream import is_valid_session_id
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -27,13 +26,15 @@ class HtmxHttpRequest(HttpRequest):
 @never_cache
 @require_GET
 async def healthz(request: HttpRequest) -> JsonResponse:
-    checks = {
-        "database": await health.check_database(),
-        "channel_layer": await health.check_channel_layer(),
-        "relay": await health.check_relay(),
-    }
-    ok = all(check["ok"] for check in checks.values())
-    return JsonResponse({"ok": ok, **checks}, status=200 if ok else 503)
+    """`{"ok": …}` for anyone (load balancers); the checks' detail for staff and the
+    metrics token. One report per process per second, however many ask."""
+    report = await health.report()
+    user = await request.auser()
+    if user.is_staff or metrics.bearer_is_metrics_token(request):
+        body = report
+    else:
+        body = {"ok": report["ok"]}
+    return JsonResponse(body, status=200 if report["ok"] else 503)
 
 
 def _list_context(request: HttpRequest, watch_form: WatchForm | None = None) -> dict[str, Any]:
@@ -69,6 +70,8 @@ def session_list(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @vary_on_headers("HX-Request")
 def session_detail(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
+    if not is_valid_session_id(session_id):
+        raise Http404("That is not a session id.")
     detail = presentation.read_detail(session_id)
     if detail is None:
         raise Http404("No such session here. Watch it by id from the session list.")
@@ -78,30 +81,23 @@ def session_detail(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     return render(request, template, presentation.detail_context(detail))
 
 
-def upstream_base_url(request: HttpRequest) -> str:
-    """Where Meeting Buddy is: the configured URL, or the simulator mounted in this process."""
-    if settings.MEETINGBUDDY_API_URL:
-        return str(settings.MEETINGBUDDY_API_URL)
-    return f"http://127.0.0.1:{request.get_port()}{settings.MEETINGDASH_SIMULATOR_PREFIX}"
+LOOKUP_ERRORS = {
+    lookups.Outcome.UNKNOWN: "Meeting Buddy has no session “{session_id}”. Check the id and try again.",
+    lookups.Outcome.UNAVAILABLE: "Could not check this id with Meeting Buddy ({message}). Try again shortly.",
+    lookups.Outcome.THROTTLED: "You asked for many unknown session ids in a short time. "
+    "Try again in {retry_after} s.",
+}
 
 
-async def _check_upstream(base_url: str, session_id: str) -> str | None:
-    """None when the upstream knows the session, else a message for the form."""
-    try:
-        async with MeetingBuddyClient(base_url, settings.MEETINGBUDDY_API_TOKEN) as client:
-            upstream = await client.get_session(session_id)
-    except SessionNotFound:
-        return f"Meeting Buddy has no session “{session_id}”. Check the id and try again."
-    except UpstreamError as exc:
-        return f"Could not check this id with Meeting Buddy ({exc.message}). Try again shortly."
-    await sync_to_async(services.upsert_session_metadata)(
-        session_id,
-        bot_name=upstream.bot_name,
-        meeting_link=upstream.meeting_link,
-        platform=upstream.platform,
-        created_at=upstream.created_at,
+async def _check_upstream(request: HttpRequest, session_id: str) -> str | None:
+    """None when the upstream knows the session (it is then stored), else a message."""
+    user = await request.auser()
+    lookup = await lookups.lookup_session(session_id, credential=f"user:{user.pk}")
+    if lookup.outcome is lookups.Outcome.KNOWN:
+        return None
+    return LOOKUP_ERRORS[lookup.outcome].format(
+        session_id=session_id, message=lookup.message, retry_after=lookup.retry_after
     )
-    return None
 
 
 @login_required
@@ -112,7 +108,7 @@ async def session_watch(request: HtmxHttpRequest) -> HttpResponse:
     if await sync_to_async(form.is_valid)():
         session_id = form.cleaned_data["session_id"]
         known = await MeetingSession.objects.filter(pk=session_id).aexists()
-        error = None if known else await _check_upstream(upstream_base_url(request), session_id)
+        error = None if known else await _check_upstream(request, session_id)
         if error is None:
             await sync_to_async(services.request_watch)(session_id)
             url = reverse("session-detail", args=[session_id])

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -102,3 +103,15 @@ def run_server(
     finally:
         server.terminate()
         log_path.unlink(missing_ok=True)
+
+
+def login_cookie(user: Any) -> bytes:
+    """A `Cookie:` header value of a real logged-in session for `user` (what the browser
+    sends after logging in), for websocket and stream tests through AuthMiddlewareStack."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}".encode()

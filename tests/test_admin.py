@@ -199,8 +199,9 @@ def test_the_session_page_shows_timeline_inlines_and_links(admin_client: Client)
     assert "<svg" in body and "Alice" in body
     assert reverse("session-detail", args=[session.session_id]) in body
     assert "session__session_id__exact=mbsess_s00001" in body
-    assert "/embed/sessions/mbsess_s00001/?token=" in body
-    assert "&lt;iframe" in body
+    # Viewing the page mints nothing: the widget link is made on request.
+    assert "?token=" not in body and "&lt;iframe" not in body
+    assert 'href="/embed/sessions/mbsess_s00001/snippet/"' in body
     # Read-only: no save buttons, no editable inputs for history.
     assert 'name="_save"' not in body
     assert 'name="bot_name"' not in body

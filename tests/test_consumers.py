@@ -20,6 +20,7 @@ from sessions_monitor.models import MeetingSession, SessionEvent
 from sessions_monitor.routing import websocket_urlpatterns
 from sessions_monitor.selectors import event_to_dict, session_summary
 from sessions_monitor.services import SESSIONS_GROUP, session_group
+from tests.support import login_cookie
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -48,13 +49,26 @@ async def close_sockets() -> Any:
             await communicator.disconnect(timeout=2)
 
 
-async def connect(path: str, user: User | None) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
-    communicator.scope["user"] = user
+async def open_socket(path: str, user: User | None) -> WebsocketCommunicator:
+    """A socket through AuthMiddlewareStack, with `user`'s real session cookie."""
+    headers = (
+        [] if user is None else [(b"cookie", await database_sync_to_async(login_cookie)(user))]
+    )
+    communicator = WebsocketCommunicator(app(), path, headers=headers)
     OPEN.append(communicator)
+    return communicator
+
+
+async def connect(path: str, user: User | None) -> WebsocketCommunicator:
+    communicator = await open_socket(path, user)
     connected, _ = await communicator.connect()
     assert connected
     return communicator
+
+
+async def assert_closed_with(communicator: WebsocketCommunicator, code: int) -> None:
+    output = await communicator.receive_output(timeout=5)
+    assert output == {"type": "websocket.close", "code": code}
 
 
 async def receive_until(communicator: WebsocketCommunicator, text: str) -> str:
@@ -120,20 +134,35 @@ def rows(frames: list[str]) -> list[int]:
 # --- auth ------------------------------------------------------------------------------------
 
 
-async def test_anonymous_live_connections_are_refused(fresh_channel_layer: Any) -> None:
+async def test_anonymous_live_connections_are_closed_as_forbidden(
+    fresh_channel_layer: Any,
+) -> None:
+    """Accepted, then closed with 4403 at once: the page learns it is signed out (a refused
+    handshake would look like a network error it retries for ever). Nothing is sent."""
     for path in ("/ws/sessions/", "/ws/sessions/mbsess_any/"):
-        communicator = WebsocketCommunicator(app(), path)
-        connected, _ = await communicator.connect()
-        assert not connected
+        communicator = await connect(path, None)
+        await assert_closed_with(communicator, consumers.CLOSE_FORBIDDEN)
     assert get_hub().stats()["subscribers"] == 0
 
 
-async def test_inactive_users_are_refused(fresh_channel_layer: Any, user: User) -> None:
+async def test_inactive_users_are_closed_as_forbidden(fresh_channel_layer: Any, user: User) -> None:
+    communicator = await open_socket("/ws/sessions/", user)
     user.is_active = False
-    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/sessions/")
-    communicator.scope["user"] = user
+    await database_sync_to_async(user.save)()
     connected, _ = await communicator.connect()
-    assert not connected
+    assert connected
+    await assert_closed_with(communicator, consumers.CLOSE_FORBIDDEN)
+
+
+@pytest.mark.parametrize(
+    "path", ["/ws/sessions/not-an-id/", "/ws/sessions/mbsess_" + "x" * 65 + "/"]
+)
+async def test_a_malformed_session_id_closes_with_4400(
+    fresh_channel_layer: Any, user: User, path: str
+) -> None:
+    communicator = await connect(path, user)
+    await assert_closed_with(communicator, consumers.CLOSE_BAD_REQUEST)
+    assert get_hub().stats()["feeds"] == 0
 
 
 # --- detail: resume ----------------------------------------------------------------------------
@@ -247,8 +276,7 @@ async def test_a_malformed_hello_closes_the_socket(
 ) -> None:
     communicator = await connect("/ws/sessions/mbsess_bad/", user)
     await communicator.send_to(text_data=hello)
-    output = await communicator.receive_output(timeout=5)
-    assert output == {"type": "websocket.close", "code": 4400}
+    await assert_closed_with(communicator, consumers.CLOSE_BAD_REQUEST)
 
 
 # --- detail: coalescing and render-once ---------------------------------------------------------

@@ -149,7 +149,9 @@ def test_every_other_page_still_refuses_framing(client: Client, admin_client: Cl
 
 
 @pytest.mark.django_db
-def test_staff_get_a_ready_to_paste_snippet(admin_client: Client, client: Client) -> None:
+def test_the_embed_permission_gets_a_ready_to_paste_snippet(
+    admin_client: Client, client: Client
+) -> None:
     make_session()
     response = admin_client.get(f"/embed/sessions/{SID}/snippet/", {"days": "5"})
     assert response.status_code == 200
@@ -163,7 +165,23 @@ def test_staff_get_a_ready_to_paste_snippet(admin_client: Client, client: Client
     assert partial.content.decode().lstrip().startswith('<div id="embed-snippet"')
     assert admin_client.get("/embed/sessions/not-a-session/snippet/").status_code == 404
     anonymous = client.get(f"/embed/sessions/{SID}/snippet/")
-    assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+    assert anonymous.status_code == 302 and "/accounts/login/" in anonymous["Location"]
+
+
+@pytest.mark.django_db
+def test_minting_widget_links_needs_the_embed_permission_not_staff(client: Client) -> None:
+    from django.contrib.auth.models import Permission
+
+    make_session()
+    staff = User.objects.create_user("staffer", password="pw-staff-123", is_staff=True)
+    client.force_login(staff)
+    assert client.get(f"/embed/sessions/{SID}/snippet/").status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="embed_session"))
+    staff = User.objects.get(pk=staff.pk)  # drop the permission cache
+    client.force_login(staff)
+    response = client.get(f"/embed/sessions/{SID}/snippet/")
+    assert response.status_code == 200
+    assert "token=" in response.content.decode()
 
 
 def signing_unquote(value: str) -> str:
@@ -173,16 +191,15 @@ def signing_unquote(value: str) -> str:
 
 
 @pytest.mark.django_db
-def test_the_staff_tools_partial_renders_only_for_staff(rf: Any, admin_user: User) -> None:
+def test_the_staff_tools_partial_renders_only_with_permissions(rf: Any, admin_user: User) -> None:
     from django.contrib.auth.models import AnonymousUser
     from django.template.loader import render_to_string
 
     request = rf.get("/")
-    request.user = AnonymousUser()
-    assert (
-        render_to_string("sessions_monitor/embed_staff.html", {"session_id": SID}, request).strip()
-        == ""
-    )
+    for nobody in (AnonymousUser(), User.objects.create_user("plain-staff", is_staff=True)):
+        request.user = nobody
+        html = render_to_string("sessions_monitor/embed_staff.html", {"session_id": SID}, request)
+        assert html.strip() == ""
     request.user = admin_user
     html = render_to_string("sessions_monitor/embed_staff.html", {"session_id": SID}, request)
     assert f"/admin/sessions_monitor/meetingsession/{SID}/change/" in html

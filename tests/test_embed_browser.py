@@ -108,6 +108,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "DATABASE_URL": f"sqlite:///{database}",
         "REDIS_URL": "",
         "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "MEETINGDASH_SIMULATOR": "1",
         "MEETINGDASH_SIMULATOR_CONTROL": "1",
         "MEETINGDASH_SIMULATOR_SESSIONS": "0",
         "MEETINGDASH_SIMULATOR_KEEPALIVE": "1",

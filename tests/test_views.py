@@ -213,6 +213,10 @@ def test_watch_a_known_session_redirects_to_it(client_alice: Client) -> None:
     assert htmx["HX-Redirect"] == "/sessions/mbsess_known/"
 
 
+# transaction=True: the look-up stores through database_sync_to_async, which (as in
+# production) closes a connection whose autocommit differs from the settings, as it does
+# inside a test transaction on PostgreSQL.
+@pytest.mark.django_db(transaction=True)
 def test_watch_asks_upstream_about_unknown_ids(
     client_alice: Client, simulator_server: Any, settings: Any
 ) -> None:
@@ -232,6 +236,7 @@ def test_watch_asks_upstream_about_unknown_ids(
     assert stored.watched and stored.bot_name == "Remote bot" and stored.platform == "teams"
 
 
+@pytest.mark.django_db(transaction=True)
 def test_watch_says_when_upstream_cannot_be_reached(client_alice: Client, settings: Any) -> None:
     from tests.support import free_port
 

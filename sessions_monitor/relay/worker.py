@@ -40,14 +40,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 PRESENCE_SNAPSHOT_SECONDS = 5.0
 
-# The URL of the upstream the relay of this process follows (`serve` decides it), so the
-# stream can ask the same upstream whether an unknown session exists.
-_upstream_url: str = ""
 _current: Relay | None = None
-
-
-def upstream_url() -> str:
-    return _upstream_url or settings.MEETINGBUDDY_API_URL
 
 
 def current_relay() -> Relay | None:
@@ -360,18 +353,14 @@ def channel_prefix() -> str:
     return str(layers["default"].get("CONFIG", {}).get("prefix", "meetingdash"))
 
 
-def build_embedded_relay(*, upstream_url: str) -> Relay:
+def build_embedded_relay(*, upstream_url: str, token: str) -> Relay:
     """The relay `serve` runs in its own event loop when there is no REDIS_URL."""
-    global _upstream_url
-    _upstream_url = upstream_url
-    return Relay(upstream_url=upstream_url, token=settings.MEETINGBUDDY_API_TOKEN, mode="embedded")
+    return Relay(upstream_url=upstream_url, token=token, mode="embedded")
 
 
 def build_scaled_relay(*, upstream_url: str, redis_url: str) -> Relay:
     from sessions_monitor.relay.leases import RedisLeases
 
-    global _upstream_url
-    _upstream_url = upstream_url
     return Relay(
         upstream_url=upstream_url,
         token=settings.MEETINGBUDDY_API_TOKEN,

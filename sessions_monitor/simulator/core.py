@@ -114,7 +114,7 @@ class Simulator:
             speed=float(os.getenv("MEETINGDASH_SIMULATOR_SPEED", "1")),
             initial_sessions=int(os.getenv("MEETINGDASH_SIMULATOR_SESSIONS", "5")),
             keepalive_seconds=float(os.getenv("MEETINGDASH_SIMULATOR_KEEPALIVE", "15")),
-            token=os.getenv("MEETINGDASH_SIMULATOR_TOKEN") or None,
+            token=settings.MEETINGDASH_SIMULATOR_TOKEN or None,
             control=control,
         )
 

@@ -39,6 +39,10 @@ def manage(args: list[str], env: dict[str, str]) -> str:
     return result.stdout
 
 
+METRICS_TOKEN = "e2e-metrics-token"
+STAFF_HEALTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
 def stack_env(db_path: Path, upstream_url: str, **extra: str) -> dict[str, str]:
     import os
 
@@ -52,6 +56,10 @@ def stack_env(db_path: Path, upstream_url: str, **extra: str) -> dict[str, str]:
         "MEETINGDASH_UPSTREAM_STALL_SECONDS": "3",
         "DJANGO_DEBUG": "1",
         "PYTHONUNBUFFERED": "1",
+        # The tests open more streams on one token than the default limit allows.
+        "MEETINGDASH_MAX_STREAMS_PER_TOKEN": "200",
+        "MEETINGDASH_MAX_STREAMS_PER_USER": "200",
+        "MEETINGDASH_METRICS_TOKEN": METRICS_TOKEN,
     }
     env.update(extra)
     return env

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.relay_stack import manage
+from tests.e2e.relay_stack import METRICS_TOKEN, STAFF_HEALTH, manage
 from tests.e2e.test_relay_stream import EXPECTED, STEPS, Reader, shape
 from tests.support import ROOT, free_port, run_server, service_missing
 
@@ -91,6 +91,7 @@ def test_two_relays_share_sessions_with_one_upstream_connection_each(
         "MEETINGDASH_KEEPALIVE_SECONDS": "1",
         "MEETINGDASH_RELAY_RESCAN_SECONDS": "0.5",
         "MEETINGDASH_RELAY_LEASE_SECONDS": "3",
+        "MEETINGDASH_METRICS_TOKEN": METRICS_TOKEN,
         "PYTHONUNBUFFERED": "1",
     }
     manage(["migrate", "--noinput", "-v", "0"], env)
@@ -145,7 +146,9 @@ def test_two_relays_share_sessions_with_one_upstream_connection_each(
                     assert len(reader.events) == len(EXPECTED)
 
             stats = simulator_server.control.stats()
-            health = httpx.get(server.base_url + "/healthz", timeout=10).json()
+            health = httpx.get(
+                server.base_url + "/healthz", headers=STAFF_HEALTH, timeout=10
+            ).json()
     finally:
         logs = [relay.log.read_text() for relay in relays]
         for relay in relays:

@@ -16,7 +16,14 @@ import pytest
 import requests
 from httpx_sse import aconnect_sse, connect_sse
 
-from tests.e2e.relay_stack import RelayStack, manage, parse_sse, relay_stack, stream_events
+from tests.e2e.relay_stack import (
+    STAFF_HEALTH,
+    RelayStack,
+    manage,
+    parse_sse,
+    relay_stack,
+    stream_events,
+)
 
 STEPS: list[dict[str, str]] = [
     {"status": "joining"},
@@ -269,11 +276,12 @@ def test_a_browser_eventsource_reads_our_stream_to_close(stack, chromium) -> Non
             }""",
             f"/v1/meeting-buddy/sessions/{session_id}/stream",
         )
-        page.wait_for_function("window.received.length >= 1", timeout=10_000)
+        page.wait_for_function("() => window.received.length >= 1", timeout=10_000)
         stack.wait_upstream_streams(session_id)
         play(stack, session_id)
         page.wait_for_function(
-            "window.received.length && window.received.at(-1).event === 'close'", timeout=20_000
+            "() => window.received.length && window.received.at(-1).event === 'close'",
+            timeout=20_000,
         )
         events = page.evaluate("window.received")
     finally:
@@ -441,7 +449,7 @@ def test_discovery_watches_new_upstream_sessions_within_the_interval(
         assert stack.query(
             "SELECT count(*) FROM sessions_monitor_meetingsession WHERE session_id = ?", ended
         ) == [(0,)]
-        health = httpx.get(stack.base_url + "/healthz", timeout=10).json()
+        health = httpx.get(stack.base_url + "/healthz", headers=STAFF_HEALTH, timeout=10).json()
         assert health["relay"]["running"] is True
         # SIGTERM: the relay stops its tasks and the process exits cleanly.
         assert stack.server.terminate() == 0

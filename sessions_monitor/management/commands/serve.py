@@ -1,8 +1,10 @@
 """`python manage.py serve`: daphne serving MeetingDash, plus what the embedded mode needs.
 
-Without MEETINGBUDDY_API_URL the built-in simulator is mounted in this process under
-settings.MEETINGDASH_SIMULATOR_PREFIX and the relay points at it. Without REDIS_URL the
-relay runs in this process too (the in-memory channel layer does not cross processes).
+It follows MEETINGBUDDY_API_URL, or with MEETINGDASH_SIMULATOR=1 (and no upstream URL) the
+built-in simulator, mounted in this process under settings.MEETINGDASH_SIMULATOR_PREFIX.
+With neither it refuses to start: a forgotten variable must not put a fake upstream, open to
+anyone, in production. Without REDIS_URL the relay runs in this process too (the in-memory
+channel layer does not cross processes).
 """
 
 from __future__ import annotations
@@ -11,13 +13,38 @@ import asyncio
 import logging
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from sessions_monitor import lookups
 from sessions_monitor.background import BackgroundService
 
 logger = logging.getLogger("meetingdash.serve")
+
+NO_UPSTREAM = (
+    "Nothing to follow: set MEETINGBUDDY_API_URL (and MEETINGBUDDY_API_TOKEN) to follow "
+    "Meeting Buddy, or MEETINGDASH_SIMULATOR=1 to run the built-in simulator (`make demo` does)."
+)
+SIMULATOR_NEEDS_TOKEN = (
+    "MEETINGDASH_SIMULATOR=1 with DJANGO_DEBUG=0 needs MEETINGDASH_SIMULATOR_TOKEN: without it "
+    "anyone who reaches this server could create, list and stop simulated sessions."
+)
+
+
+def plan_upstream(host: str, port: int) -> tuple[str, str, bool]:
+    """(upstream URL, its token, whether the embedded simulator serves it); CommandError
+    when the configuration names no upstream."""
+    if settings.MEETINGBUDDY_API_URL:
+        return settings.MEETINGBUDDY_API_URL, settings.MEETINGBUDDY_API_TOKEN, False
+    if not settings.MEETINGDASH_SIMULATOR:
+        raise CommandError(NO_UPSTREAM)
+    if not settings.DEBUG and not settings.MEETINGDASH_SIMULATOR_TOKEN:
+        raise CommandError(SIMULATOR_NEEDS_TOKEN)
+    local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{local_host}:{port}{settings.MEETINGDASH_SIMULATOR_PREFIX}"
+    return url, settings.MEETINGDASH_SIMULATOR_TOKEN, True
 
 
 class Command(BaseCommand):
@@ -28,30 +55,32 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.getenv("MEETINGDASH_PORT", "8000")))
 
     def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
+        upstream_url, upstream_token, with_simulator = plan_upstream(host, port)
         # Importing daphne.server installs Twisted's asyncio reactor: it must come first.
         from daphne.endpoints import build_endpoint_description_strings
-        from daphne.server import Server
         from twisted.internet import defer, reactor
 
         from meetingdash.asgi import build_application
+        from sessions_monitor.server import DeadlineServer
 
         services: list[BackgroundService] = []
         simulator_app = None
-        upstream_url = settings.MEETINGBUDDY_API_URL
-        if not upstream_url:
+        if with_simulator:
             from sessions_monitor.simulator import Simulator
 
             simulator = Simulator.from_environment()
             simulator_app = simulator.asgi_app
             services.append(simulator)
-            local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-            upstream_url = f"http://{local_host}:{port}{settings.MEETINGDASH_SIMULATOR_PREFIX}"
+            lookups.configure(upstream_url, upstream_token)
         if not settings.REDIS_URL:
             from sessions_monitor.relay.worker import build_embedded_relay
 
-            services.append(build_embedded_relay(upstream_url=upstream_url))
+            services.append(build_embedded_relay(upstream_url=upstream_url, token=upstream_token))
 
-        application = build_application(simulator_app=simulator_app)
+        # The embedded relay reaches the simulator by this loopback address, which need not
+        # be in ALLOWED_HOSTS (the public name is).
+        relay_host = urlsplit(upstream_url).hostname or ""
+        application = build_application(simulator_app=simulator_app, simulator_hosts=(relay_host,))
         loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
 
         def start_services() -> None:
@@ -73,10 +102,15 @@ class Command(BaseCommand):
             return defer.Deferred.fromFuture(loop.create_task(stop_services()))
 
         reactor.addSystemEventTrigger("before", "shutdown", stop_trigger)  # type: ignore[arg-type]
-        Server(
+        proxy = settings.MEETINGDASH_PROXY_HEADERS
+        DeadlineServer(
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
             ready_callable=start_services,
             action_logger=None,
             verbosity=0,
+            header_timeout=settings.MEETINGDASH_HEADER_TIMEOUT_SECONDS,
+            proxy_forwarded_address_header="X-Forwarded-For" if proxy else None,
+            proxy_forwarded_port_header="X-Forwarded-Port" if proxy else None,
+            proxy_forwarded_proto_header="X-Forwarded-Proto" if proxy else None,
         ).run()
