@@ -215,6 +215,9 @@ def setup_django(url: str) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meetingdash.settings")
     os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver localhost 127.0.0.1"
+    # The admin as it runs in production (DEBUG off needs a key; any will do here).
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-admin-not-secret")
+    os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
     os.environ.pop("REDIS_URL", None)
     import django
 
@@ -530,7 +533,7 @@ def main() -> None:
         note = " (added by --add-search-indexes)" if args.add_search_indexes else ""
         print(f"search pattern indexes present: {len(present)}/{len(SEARCH_INDEXES)}{note}")
         print(
-            f"{session_count:,} sessions, ~{event_estimate:,} events; median of {args.runs} requests, DEBUG={os.getenv('DJANGO_DEBUG', '1')}\n"
+            f"{session_count:,} sessions, ~{event_estimate:,} events; median of {args.runs} requests, DEBUG={os.getenv('DJANGO_DEBUG', '0')}\n"
         )
         print(
             f"{'page':48} {'median ms':>10} {'max ms':>8} {'queries':>8} {'slowest SQL ms':>15}  target"

@@ -170,6 +170,11 @@ def simulated_deployment(prefix: str) -> Iterator[SimulatedDeployment]:
             "DJANGO_SECRET_KEY": "bench-" + uuid.uuid4().hex,
             "DJANGO_SECURE_SSL_REDIRECT": "0",
             "DJANGO_LOG_LEVEL": "WARNING",
+            # One load client holds every connection: lift the per-client limits.
+            "MEETINGDASH_MAX_STREAMS_PER_TOKEN": "100000",
+            "MEETINGDASH_MAX_STREAMS_PER_USER": "100000",
+            "MEETINGDASH_MAX_PAGES_PER_USER": "100000",
+            "MEETINGDASH_MAX_WIDGETS_PER_TOKEN": "100000",
         }
         session_id = f"mbsess_{prefix}{uuid.uuid4().hex[:8]}"
         with httpx.Client(base_url=sim, timeout=10) as control:

@@ -33,6 +33,7 @@ from django.utils.http import urlencode
 from sessions_monitor import embed, presentation
 from sessions_monitor.models import (
     ApiToken,
+    EmbedRevocation,
     EventKind,
     MeetingSession,
     Presence,
@@ -647,6 +648,25 @@ class PresenceAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
     @admin.display(description="Present for")
     def present_for(self, presence: Presence) -> str:
         return presence_duration(presence)
+
+
+# --- widget link revocations ------------------------------------------------------------------
+
+
+@admin.register(EmbedRevocation)
+class EmbedRevocationAdmin(HistoryAdmin):
+    """Who revoked which widget links, when (written by the revoke actions, never here)."""
+
+    list_display = ("revoked_at", "scope", "revoked_by")
+    list_filter = ("revoked_at",)
+    list_select_related = ("revoked_by",)
+    ordering = ("-revoked_at",)
+    fields = ("scope", "revoked_at", "revoked_by")
+    readonly_fields = ("scope",)
+
+    @admin.display(description="Widget links of")
+    def scope(self, revocation: EmbedRevocation) -> str:
+        return revocation.session_id or "every session"
 
 
 # --- API tokens ------------------------------------------------------------------------------

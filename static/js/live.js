@@ -6,7 +6,9 @@
 (function () {
   "use strict";
   var EXTENSION_RETRIES = [1006, 1011, 1012, 1013];
-  var REFUSED = 4403; // the server refused this connection (signed out): don't retry
+  var REFUSED = 4403; // signed out, or the account was deactivated: don't retry
+  var TOO_MANY = 4429; // this user has too many live pages open: retry much later
+  var TOO_MANY_RETRY_MS = 30000;
   var SILENCE_MS = 25000; // the server sends a keepalive every 10 s
   var current = null; // the socket that last opened
   var retired = []; // sockets we replaced: their late close events mean nothing
@@ -35,7 +37,7 @@
     else setLink("reconnecting", "Browser reconnecting…", "warn");
   }
 
-  function scheduleRetry() {
+  function scheduleRetry(delayMs) {
     if (retryTimer || !wrapper) return;
     retryTimer = setTimeout(function () {
       retryTimer = null;
@@ -43,7 +45,7 @@
       if (retired.length > 10) retired.shift();
       current = null;
       wrapper.reconnect();
-    }, 500 + Math.random() * 1500);
+    }, delayMs || 500 + Math.random() * 1500);
   }
 
   document.addEventListener("htmx:wsConnecting", function () {
@@ -61,6 +63,11 @@
     var code = evt.detail.event.code;
     if (code === REFUSED) {
       setLink("offline", "Browser offline: signed out", "bad");
+      return;
+    }
+    if (code === TOO_MANY) {
+      setLink("offline", "Not live: too many open pages", "bad");
+      scheduleRetry(TOO_MANY_RETRY_MS);
       return;
     }
     if (retired.indexOf(socket) >= 0) return;
