@@ -38,7 +38,7 @@ from django.template.loader import render_to_string
 from django.utils.html import escape
 
 from sessions_monitor import access, limits, presentation
-from sessions_monitor.hub import HubMessage, Subscription, get_hub
+from sessions_monitor.hub import HubMessage, HubUnavailable, Subscription, get_hub
 from sessions_monitor.upstream import is_valid_session_id
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,10 @@ KEEPALIVE = "<!-- keepalive -->"
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
+# This server's live feed is gone (1012 "service restart") or cannot be joined now (1013
+# "try again later"): the ws extension reconnects after both, and the page resumes by seq.
+CLOSE_FEED_LOST = 1012
+CLOSE_TRY_AGAIN = 1013
 REPLAY_LIMIT = 1000
 MAX_BATCH = 2000
 PER_PAGE = 25
@@ -165,11 +169,15 @@ class _LiveConsumer(AsyncWebsocketConsumer):
             )
             if not await self.occupancy.acquire():
                 refusal = CLOSE_TOO_MANY
+        if refusal is None:
+            try:
+                await self.subscribe()
+            except HubUnavailable:
+                refusal = CLOSE_TRY_AGAIN
         if refusal is not None:
             await self.accept()
             await self.close(code=refusal)
             return
-        await self.subscribe()
         self.subscribed_at = asyncio.get_running_loop().time()
         await self.accept()
         self.last_send = asyncio.get_running_loop().time()
@@ -225,6 +233,13 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         if self.occupancy is not None:
             await self.occupancy.release()
 
+    async def _lost(self, batch: list[HubMessage]) -> bool:
+        """True (and the socket closed, so the page reconnects) when the feed was lost."""
+        if not any(message.kind == "lost" for message in batch):
+            return False
+        await self.close(code=CLOSE_FEED_LOST)
+        return True
+
     def start(self, coroutine: Awaitable[None]) -> None:
         if self.pump is not None:
             self.pump.cancel()
@@ -251,9 +266,10 @@ class SessionDetailConsumer(_LiveConsumer):
 
     async def subscribe(self) -> None:
         hub = get_hub()
-        self.events = await hub.subscribe(self.session_id)
-        self.summaries = await hub.subscribe(None)
-        self.subscriptions = [self.events, self.summaries]
+        self.events = await hub.subscribe(self.session_id, kind="page")
+        self.subscriptions = [self.events]
+        self.summaries = await hub.subscribe(None, kind="page-summaries")
+        self.subscriptions.append(self.summaries)
 
     def accepted(self) -> None:
         self.last_badge = ""
@@ -277,6 +293,8 @@ class SessionDetailConsumer(_LiveConsumer):
             batch = await next_batch(self.events)
             if batch is None:
                 continue
+            if await self._lost(batch):
+                return
             if any(message.kind == "resync" for message in batch):
                 last = await self._reload()
                 continue
@@ -357,6 +375,8 @@ class SessionDetailConsumer(_LiveConsumer):
             batch = await next_batch(self.summaries)
             if not batch:
                 continue
+            if await self._lost(batch):
+                return
             if any(m.kind == "resync" for m in batch):
                 session = await database_sync_to_async(presentation.read_session)(self.session_id)
                 if session is not None:
@@ -373,7 +393,7 @@ class SessionDetailConsumer(_LiveConsumer):
 
 class SessionListConsumer(_LiveConsumer):
     async def subscribe(self) -> None:
-        self.summaries = await get_hub().subscribe(None)
+        self.summaries = await get_hub().subscribe(None, kind="page")
         self.subscriptions = [self.summaries]
         self.filter = "live"
         self.query = ""
@@ -399,6 +419,8 @@ class SessionListConsumer(_LiveConsumer):
             batch = await next_batch(self.summaries)
             if batch is None:
                 continue
+            if await self._lost(batch):
+                return
             if any(message.kind == "resync" for message in batch):
                 await self._send_list()
                 continue

@@ -29,9 +29,9 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from sessions_monitor import access, embed, limits, selectors
-from sessions_monitor.consumers import HUB_ONLY
+from sessions_monitor.consumers import CLOSE_FEED_LOST, CLOSE_TRY_AGAIN, HUB_ONLY
 from sessions_monitor.embed_views import render_badge
-from sessions_monitor.hub import Hub, HubMessage, Subscription, get_hub
+from sessions_monitor.hub import Hub, HubMessage, HubUnavailable, Subscription, get_hub
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +83,16 @@ class BadgeFeed:
         """Returns once this process receives the summaries: later changes reach the box."""
         box = LatestOnly()
         self.boxes.setdefault(session_id, set()).add(box)
-        async with self._starting:
-            if self.subscription is None:
-                self.subscription = await self.hub.subscribe(None)
-                self.task = asyncio.create_task(self._route(self.subscription), name="embed-feed")
+        try:
+            async with self._starting:
+                if self.subscription is None:
+                    self.subscription = await self.hub.subscribe(None, kind="widgets")
+                    self.task = asyncio.create_task(
+                        self._route(self.subscription), name="embed-feed"
+                    )
+        except BaseException:
+            self.leave(session_id, box)
+            raise
         return box
 
     def leave(self, session_id: str, box: LatestOnly) -> None:
@@ -105,12 +111,17 @@ class BadgeFeed:
 
     async def _route(self, subscription: Subscription) -> None:
         async for message in subscription:
-            if message.kind == "resync":
+            if message.kind in ("resync", "lost"):
                 targets = [box for boxes in self.boxes.values() for box in boxes]
             else:
                 targets = list(self.boxes.get(message.session_id or "", ()))
             for box in targets:
                 box.put(message)
+            if message.kind == "lost":
+                # The next widget to join subscribes afresh (waiting for the feed to be back).
+                if self.subscription is subscription:
+                    self.subscription = self.task = None
+                return
 
 
 _feeds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BadgeFeed] = (
@@ -163,7 +174,12 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY)
             return
         # Join before reading the snapshot: whatever changes after the read arrives.
-        self.box = await get_badge_feed().join(self.session_id)
+        try:
+            self.box = await get_badge_feed().join(self.session_id)
+        except HubUnavailable:
+            await self.accept()
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return
         await self.accept()
         await self.send_snapshot()
         self.pump = asyncio.create_task(self.forward(), name=f"embed:{self.session_id}")
@@ -217,6 +233,9 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_EXPIRED)
 
     async def forward_one(self, message: HubMessage) -> None:
+        if message.kind == "lost":
+            await self.close(code=CLOSE_FEED_LOST)
+            return
         if message.kind == "resync":
             await self.send_snapshot()
         elif message.kind == "summary" and message.session_id == self.session_id:

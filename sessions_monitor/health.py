@@ -36,6 +36,7 @@ async def _run_checks() -> dict[str, Any]:
     checks = {
         "database": await check_database(),
         "channel_layer": await check_channel_layer(),
+        "hub": check_hub(),
         "relay": await check_relay(),
     }
     return {"ok": all(check["ok"] for check in checks.values()), **checks}
@@ -71,6 +72,15 @@ async def check_channel_layer(wait_seconds: float = 2.0) -> dict[str, Any]:
         logger.warning("health: channel layer check failed: %s", type(exc).__name__)
         return {"ok": False, "backend": backend, "error": type(exc).__name__}
     return {"ok": received.get("nonce") == probe["nonce"], "backend": backend}
+
+
+def check_hub() -> dict[str, Any]:
+    """Not fine while any of this process's feeds is down: its subscribers get no live
+    events (they are resynced, or sent to reconnect, once it is back)."""
+    from sessions_monitor.hub import get_hub
+
+    stats = get_hub().stats()
+    return {"ok": stats["feeds_down"] == 0, **stats}
 
 
 def _relay_backlog_sync() -> tuple[dict[str, int], int, int]:

@@ -9,6 +9,14 @@ slow reader never slows the others. The last local subscriber to leave releases 
 
 Why not one group membership per subscriber: measured ~6x the CPU and latency at 1,000
 subscribers, and the in-memory layer degrades quadratically (shared/relay-performance.md).
+
+A feed survives any channel-layer error (a Redis restart): its reader retries with backoff,
+rejoins the group, and then gives every local subscriber a `resync`, so what was stored
+meanwhile is read from history. While a feed is down nobody new is handed it (`subscribe`
+waits for it, then raises `HubUnavailable`), `/healthz` fails, and a feed down for longer
+than DOWN_GRACE_SECONDS gives its subscribers `lost`: they end their stream or socket, and
+their clients reconnect (elsewhere, or here once the feed is back) and resume by seq. Nothing
+keeps looking live while it is not.
 """
 
 from __future__ import annotations
@@ -18,19 +26,30 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
+from sessions_monitor import telemetry
 from sessions_monitor.services import SESSIONS_GROUP, session_group
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["event", "summary", "resync"]
+Kind = Literal["event", "summary", "resync", "lost"]
 Rendered = bytes | str
 STOP = "hub.stop"
 # Channel-layer group memberships expire (group_expiry, 1 day by default): re-add hourly.
 GROUP_REFRESH_SECONDS = 3600.0
+# How long `subscribe` waits for a feed that is (re)joining its group.
+JOIN_TIMEOUT_SECONDS = 10.0
+# A feed down this long makes its subscribers reconnect rather than wait.
+DOWN_GRACE_SECONDS = 5.0
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class HubUnavailable(RuntimeError):
+    """The channel layer cannot be reached: this process cannot deliver live events now."""
 
 
 class HubMessage:
@@ -85,19 +104,16 @@ class HubMessage:
 class Subscription:
     """A bounded queue of HubMessages for one local subscriber."""
 
-    def __init__(self, hub: Hub, key: str | None, maxsize: int) -> None:
+    def __init__(self, hub: Hub, key: str | None, maxsize: int, kind: str = "other") -> None:
         self._hub = hub
         self.key = key
+        self.kind = kind
         self.maxsize = max(1, maxsize)
         self._queue: deque[HubMessage] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._resync_pending = False
         self.closed = False
         self.resyncs = 0
-
-    @property
-    def session_id(self) -> str | None:
-        return self.key
 
     def qsize(self) -> int:
         return len(self._queue)
@@ -119,7 +135,18 @@ class Subscription:
         self._queue.append(HubMessage("resync", self.key, {"reason": reason}))
         self._resync_pending = True
         self.resyncs += 1
+        self._hub.resyncs += 1
         self._wake()
+
+    def _lose(self, reason: str) -> None:
+        """The feed is gone for now: one last `lost`, then nothing (the reader reconnects)."""
+        if self.closed:
+            return
+        self._queue.clear()
+        self._queue.append(HubMessage("lost", self.key, {"reason": reason}))
+        self._resync_pending = True
+        self._wake()
+        self._hub._unsubscribe(self)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -179,11 +206,13 @@ class _Feed:
         self.subscribers: set[Subscription] = set()
         self.channel: str | None = None
         self.task: asyncio.Task[None] | None = None
-        self.ready = asyncio.Event()
-        self.error: BaseException | None = None
+        self.alive = asyncio.Event()  # a member of the group, receiving
+        self.down_since: float | None = None
+        self.abandon: asyncio.TimerHandle | None = None
         self.messages = 0
         self.last_seq = 0
         self.gaps = 0
+        self.failures = 0
         self.released = False
 
 
@@ -192,6 +221,8 @@ class Hub:
         self._layer = layer
         self._feeds: dict[str | None, _Feed] = {}
         self._releases: set[asyncio.Task[None]] = set()
+        self.resyncs = 0
+        self.feed_failures = 0
 
     @property
     def layer(self) -> BaseChannelLayer:
@@ -200,7 +231,9 @@ class Hub:
             assert self._layer is not None, "no channel layer configured"
         return self._layer
 
-    async def subscribe(self, session_id: str | None, *, maxsize: int = 1000) -> Subscription:
+    async def subscribe(
+        self, session_id: str | None, *, maxsize: int = 1000, kind: str = "other"
+    ) -> Subscription:
         """Subscribe to one session's stored events (or, with None, to all summaries).
 
         Returns once this process is a member of the group: anything stored after that
@@ -211,17 +244,22 @@ class Hub:
             group = SESSIONS_GROUP if session_id is None else session_group(session_id)
             feed = self._feeds[session_id] = _Feed(group)
             feed.task = asyncio.create_task(self._read(feed), name=f"hub:{group}")
-        subscription = Subscription(self, session_id, maxsize)
+        subscription = Subscription(self, session_id, maxsize, kind)
         feed.subscribers.add(subscription)
-        await feed.ready.wait()
-        if feed.error is not None:
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT_SECONDS):
+                await feed.alive.wait()
+        except TimeoutError:
             subscription.close()
-            raise RuntimeError(f"hub: could not join {feed.group}") from feed.error
+            raise HubUnavailable(f"hub: cannot join {feed.group}") from None
+        except BaseException:
+            subscription.close()
+            raise
         return subscription
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         feed = self._feeds.get(subscription.key)
-        if feed is None:
+        if feed is None or subscription not in feed.subscribers:
             return
         feed.subscribers.discard(subscription)
         if not feed.subscribers:
@@ -238,8 +276,11 @@ class Hub:
         "cancelling" and the loop cannot close). A stop message ends the loop cleanly.
         """
         feed.released = True
-        await feed.ready.wait()
-        if feed.channel is None or feed.error is not None:
+        if feed.abandon is not None:
+            feed.abandon.cancel()
+        if feed.channel is None or not feed.alive.is_set():
+            if feed.task is not None:
+                feed.task.cancel()  # retrying a join, not inside a receive
             return
         try:
             await self.layer.group_discard(feed.group, feed.channel)
@@ -252,34 +293,46 @@ class Hub:
                 feed.task.cancel()
 
     async def _read(self, feed: _Feed) -> None:
+        """Join, receive until told to stop; on any layer error go down, retry, rejoin."""
+        attempt = 0
+        while not feed.released:
+            try:
+                await self._join(feed)
+            except Exception as exc:
+                if feed.released or _cancelling():
+                    return
+                self._went_down(feed, exc)
+                await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+                attempt += 1
+                continue
+            attempt = 0
+            self._came_up(feed)
+            try:
+                await self._receive(feed)
+                return
+            except Exception as exc:
+                if feed.released or _cancelling():
+                    # redis-py may turn our cancellation into a ConnectionError: we are done.
+                    return
+                self._went_down(feed, exc)
+                await asyncio.sleep(RETRY_DELAYS[0])
+
+    async def _join(self, feed: _Feed) -> None:
         layer = self.layer
-        try:
+        if feed.channel is None:
             # The default prefix, always: channels-redis receives every process-local channel
             # of a layer through one loop that pops only the lock holder's "<prefix>.<id>!"
             # list, so a second prefix in the same process starves one side or the other.
             feed.channel = await layer.new_channel()
-            await layer.group_add(feed.group, feed.channel)
-        except Exception as exc:
-            feed.error = exc
-            raise
-        finally:
-            feed.ready.set()
+        await layer.group_add(feed.group, feed.channel)
+
+    async def _receive(self, feed: _Feed) -> None:
+        layer = self.layer
+        assert feed.channel is not None
         loop = asyncio.get_running_loop()
         refresh_at = loop.time() + GROUP_REFRESH_SECONDS
         while True:
-            try:
-                raw = await layer.receive(feed.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if feed.released or _cancelling():
-                    # redis-py may turn our cancellation into a ConnectionError: we are done.
-                    return
-                # e.g. a Redis restart: keep the membership and try again shortly.
-                logger.warning("hub: receive on %s failed", feed.group, exc_info=True)
-                await asyncio.sleep(0.5)
-                await layer.group_add(feed.group, feed.channel)
-                continue
+            raw = await layer.receive(feed.channel)
             if raw.get("type") == STOP:
                 return
             if loop.time() >= refresh_at:
@@ -289,9 +342,41 @@ class Hub:
             if message is None:
                 continue
             feed.messages += 1
+            _observe_fanout(message)
             if message.seq is not None and not self._in_order(feed, message.seq):
                 continue
             self.publish_local(feed, message)
+
+    def _went_down(self, feed: _Feed, exc: BaseException) -> None:
+        feed.failures += 1
+        self.feed_failures += 1
+        if feed.down_since is not None:
+            logger.debug("hub: %s still down: %s", feed.group, type(exc).__name__)
+            return
+        logger.warning("hub: lost the feed of %s (%s); retrying", feed.group, type(exc).__name__)
+        feed.alive.clear()
+        loop = asyncio.get_running_loop()
+        feed.down_since = loop.time()
+        feed.abandon = loop.call_later(DOWN_GRACE_SECONDS, self._abandon, feed)
+
+    def _came_up(self, feed: _Feed) -> None:
+        was_down = feed.down_since is not None
+        feed.down_since = None
+        if feed.abandon is not None:
+            feed.abandon.cancel()
+            feed.abandon = None
+        feed.alive.set()
+        if was_down:
+            # Whatever was broadcast meanwhile never reached us: reload it from history.
+            logger.info("hub: the feed of %s is back", feed.group)
+            feed.last_seq = 0
+            for subscription in tuple(feed.subscribers):
+                subscription._resync("the message bus was unreachable")
+
+    def _abandon(self, feed: _Feed) -> None:
+        feed.abandon = None
+        for subscription in tuple(feed.subscribers):
+            subscription._lose("the message bus is unreachable")
 
     @staticmethod
     def _in_order(feed: _Feed, seq: int) -> bool:
@@ -321,8 +406,23 @@ class Hub:
     def stats(self) -> dict[str, Any]:
         return {
             "feeds": len(self._feeds),
+            "feeds_down": self.feeds_down(),
             "subscribers": sum(len(feed.subscribers) for feed in self._feeds.values()),
+            "resyncs": self.resyncs,
+            "feed_failures": self.feed_failures,
         }
+
+    def subscriber_kinds(self) -> dict[str, int]:
+        """Local subscribers by kind ("stream", "page", …; the widgets share one "widgets")."""
+        kinds: dict[str, int] = {}
+        for feed in self._feeds.values():
+            for subscription in feed.subscribers:
+                kinds[subscription.kind] = kinds.get(subscription.kind, 0) + 1
+        return kinds
+
+    def feeds_down(self) -> int:
+        """Feeds that are retrying their group (and not just starting for the first time)."""
+        return sum(1 for feed in self._feeds.values() if feed.down_since is not None)
 
     def subscriber_count(self, session_id: str | None) -> int:
         feed = self._feeds.get(session_id)
@@ -337,6 +437,18 @@ class Hub:
             for subscription in tuple(feed.subscribers):
                 subscription.close()
         await self.wait_released()
+
+
+def _observe_fanout(message: HubMessage) -> None:
+    """Stored → handed to this process's subscribers, once per message (not per viewer)."""
+    received = message.data.get("received_at") if message.kind == "event" else None
+    if not isinstance(received, str):
+        return
+    try:
+        stored = datetime.fromisoformat(received.replace("Z", "+00:00"))
+    except ValueError:
+        return
+    telemetry.stored_to_fanout.observe(max(0.0, (datetime.now(UTC) - stored).total_seconds()))
 
 
 def _cancelling() -> bool:

@@ -29,6 +29,7 @@ class EventKind(models.TextChoices):
     CLOSE = "close", "Stream closed"
     STREAM = "stream", "Stream note"
     ANOMALY = "anomaly", "Anomaly"
+    GAP = "gap", "Gap (events may be missing)"
 
 
 class MeetingSession(models.Model):
@@ -59,6 +60,11 @@ class MeetingSession(models.Model):
         max_length=100, blank=True, default="", help_text="Upstream error code of a failed link."
     )
     stream_retry_at = models.DateTimeField(null=True, blank=True)
+    stream_alive_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Last time a relay said its upstream stream was live (every few seconds).",
+    )
     watched = models.BooleanField(default=False)
     last_seq = models.PositiveBigIntegerField(default=0)
     participants_present = models.PositiveIntegerField(default=0)
@@ -101,6 +107,12 @@ class SessionEvent(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
     raw = models.TextField(blank=True, default="", help_text="The upstream data, as received.")
     note = models.TextField(blank=True, default="", help_text="Stream notes and anomalies.")
+    gap_started_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Gaps: since when no upstream stream was connected (empty: unknown); "
+        "received_at is when one was again.",
+    )
 
     class Meta:
         ordering = ["session", "seq"]

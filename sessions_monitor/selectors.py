@@ -19,7 +19,9 @@ from sessions_monitor.models import (
 )
 
 # Kinds that exist in the upstream's contract and so go out on our re-served stream.
-STREAMED_KINDS = frozenset({EventKind.STATUS, EventKind.JOINED, EventKind.LEFT, EventKind.CLOSE})
+STREAMED_KINDS = frozenset(
+    {EventKind.STATUS, EventKind.JOINED, EventKind.LEFT, EventKind.CLOSE, EventKind.GAP}
+)
 
 
 def isoformat(value: datetime | None) -> str | None:
@@ -45,6 +47,7 @@ def event_to_dict(event: SessionEvent) -> dict[str, Any]:
         "received_at": isoformat(event.received_at),
         "note": event.note,
         "raw": event.raw,
+        "gap_started_at": isoformat(event.gap_started_at),
     }
 
 
@@ -70,6 +73,7 @@ def session_summary(session: MeetingSession) -> dict[str, Any]:
         "stream_error": session.stream_error,
         "stream_error_code": session.stream_error_code,
         "stream_retry_at": isoformat(session.stream_retry_at),
+        "stream_alive_at": isoformat(session.stream_alive_at),
         "watched": session.watched,
         "last_seq": session.last_seq,
         "participants_present": session.participants_present,
@@ -146,6 +150,26 @@ def stream_start(session_id: str, last_event_id: int | None, limit: int = 10_000
         last_seq=events[-1]["seq"] if events else after,
         resume_from=last_event_id,
     )
+
+
+@dataclass(frozen=True)
+class FollowStart:
+    """What a relay needs to know before it starts streaming a session."""
+
+    has_history: bool
+    last_known_at: datetime | None  # the last moment anything here was known of its link
+
+
+def follow_start(session_id: str) -> FollowStart:
+    row = (
+        MeetingSession.objects.filter(pk=session_id)
+        .values("last_seq", "last_event_at", "stream_alive_at")
+        .first()
+    )
+    if row is None or not row["last_seq"]:
+        return FollowStart(False, None)
+    moments = [m for m in (row["last_event_at"], row["stream_alive_at"]) if m is not None]
+    return FollowStart(True, max(moments) if moments else None)
 
 
 def watched_sessions_to_follow() -> list[str]:

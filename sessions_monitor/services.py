@@ -9,10 +9,9 @@ failed broadcast is logged and counted but never loses the stored event.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-import threading
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from channels.layers import get_channel_layer
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from sessions_monitor import telemetry
 from sessions_monitor.models import (
     TERMINAL_STATUSES,
     EmbedRevocation,
@@ -33,7 +33,7 @@ from sessions_monitor.models import (
     SessionEvent,
     StreamState,
 )
-from sessions_monitor.selectors import event_to_dict, session_summary
+from sessions_monitor.selectors import event_to_dict, isoformat, session_summary
 from sessions_monitor.upstream.events import (
     LinkState,
     LinkStateName,
@@ -68,25 +68,6 @@ def validate_session_id(session_id: str) -> str:
     return session_id
 
 
-class _Metrics:
-    """Process-wide counters for /metrics and /healthz (relay threads increment them)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-
-    def inc(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            self.counts[name] += amount
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self.counts)
-
-
-metrics = _Metrics()
-
-
 @dataclass(frozen=True, slots=True)
 class RecordedEvent:
     session_id: str
@@ -112,15 +93,23 @@ class _Change:
 
 
 SEEDED_PRESENCE_NOTE = "already in the meeting when MeetingDash started watching"
+GAP_JOIN_NOTE = "seen after a gap: joined while MeetingDash was not connected"
+GAP_LEAVE_NOTE = "seen after a gap: left while MeetingDash was not connected"
 
 
 def record_event(
-    *, session_id: str, event: UpstreamEvent, broadcast: bool = True, seeded: bool = False
+    *,
+    session_id: str,
+    event: UpstreamEvent,
+    broadcast: bool = True,
+    seeded: bool = False,
+    note: str = "",
 ) -> RecordedEvent | None:
     """Store one upstream event once, in order. None when it adds nothing (deduplicated).
 
     `seeded` marks a join taken from the upstream's snapshot of who is present rather than
     from the stream: it is stored only for a name with no join/leave history here yet.
+    `note` labels an event we inferred rather than received (presence after a gap).
     """
     validate_session_id(session_id)
     now = timezone.now()
@@ -129,8 +118,10 @@ def record_event(
         change = _decide(session, event)
         if change is not None and seeded:
             change = _seeded_join(session, change)
+        if change is not None and note:
+            change = replace(change, note=note)
         if change is None:
-            metrics.inc("events_deduplicated")
+            telemetry.events_deduplicated.inc()
             return None
         stored = _store(session, change, event, now)
         changed = _apply(session, change, stored, now)
@@ -140,7 +131,10 @@ def record_event(
         )
         if broadcast:
             transaction.on_commit(lambda: broadcast_sync(recorded))
-    metrics.inc(f"events_recorded_{change.kind}")
+    telemetry.events_recorded.labels(change.kind).inc()
+    timestamp = getattr(event, "timestamp", None)
+    if timestamp is not None:
+        telemetry.upstream_to_stored.observe(max(0.0, (timezone.now() - timestamp).total_seconds()))
     return recorded
 
 
@@ -198,6 +192,25 @@ async def aseed_presence(*, session_id: str, names: Iterable[str], raw: str = ""
     for item in recorded:
         await abroadcast(item)
     return len(recorded)
+
+
+async def areconcile_presence(*, session_id: str, names: Iterable[str], raw: str = "") -> int:
+    recorded = await _in_db_thread(reconcile_presence)(
+        session_id=session_id, names=list(names), raw=raw, broadcast=False
+    )
+    for item in recorded:
+        await abroadcast(item)
+    return len(recorded)
+
+
+async def arecord_gap(
+    *, session_id: str, started_at: datetime | None, reason: str
+) -> RecordedEvent:
+    recorded = await _in_db_thread(record_gap)(
+        session_id=session_id, started_at=started_at, reason=reason, broadcast=False
+    )
+    await abroadcast(recorded)
+    return recorded
 
 
 async def arecord_link_state(*, session_id: str, state: LinkState) -> RecordedEvent | None:
@@ -264,7 +277,16 @@ def _decide(session: MeetingSession, event: UpstreamEvent) -> _Change | None:
     if isinstance(event, ParticipantJoined):
         return None if present else _Change(EventKind.JOINED, participant_name=name)
     assert isinstance(event, ParticipantLeft)
-    return _Change(EventKind.LEFT, participant_name=name) if present else None
+    if present:
+        return _Change(EventKind.LEFT, participant_name=name)
+    if session.presences.filter(participant_name=name).exists():
+        return None  # a repeat, or after the meeting's end closed their interval
+    # Kept, not dropped: most likely the join was missed in a gap.
+    return _Change(
+        EventKind.ANOMALY,
+        participant_name=name,
+        note="left without ever being seen joining (the join was probably missed in a gap)",
+    )
 
 
 def seed_presence(
@@ -280,6 +302,109 @@ def seed_presence(
         if stored is not None:
             recorded.append(stored)
     return recorded
+
+
+def reconcile_presence(
+    *, session_id: str, names: Iterable[str], raw: str = "", broadcast: bool = True
+) -> list[RecordedEvent]:
+    """After a gap: make who is present here what the upstream says, both ways. Joins and
+    leaves the gap hid are stored as such, noted "seen after a gap"."""
+    upstream = list(dict.fromkeys(name.strip() for name in names if name.strip()))
+    here = set(
+        Presence.objects.filter(session_id=session_id, left_at__isnull=True).values_list(
+            "participant_name", flat=True
+        )
+    )
+    changes: list[tuple[UpstreamEvent, str]] = [
+        (ParticipantJoined(session_id, name, timestamp=None, raw=raw), GAP_JOIN_NOTE)
+        for name in upstream
+        if name not in here
+    ]
+    changes += [
+        (ParticipantLeft(session_id, name, timestamp=None, raw=raw), GAP_LEAVE_NOTE)
+        for name in sorted(here - set(upstream))
+    ]
+    recorded = []
+    for event, note in changes:
+        stored = record_event(session_id=session_id, event=event, broadcast=broadcast, note=note)
+        if stored is not None:
+            recorded.append(stored)
+    return recorded
+
+
+def record_gap(
+    *,
+    session_id: str,
+    started_at: datetime | None,
+    reason: str,
+    broadcast: bool = True,
+) -> RecordedEvent:
+    """Say that no upstream stream was connected from `started_at` (None: unknown) to now,
+    so events the upstream sent then may be missing (it has no replay)."""
+    validate_session_id(session_id)
+    now = timezone.now()
+    with transaction.atomic():
+        session = _lock_session(session_id)
+        since = "an unknown time" if started_at is None else isoformat(started_at)
+        change = _Change(
+            EventKind.GAP,
+            note=f"no upstream connection since {since} ({reason}): events may be missing",
+        )
+        stored = _store(session, change, None, now)
+        stored.gap_started_at = started_at
+        stored.save(update_fields=["gap_started_at"])
+        session.save(update_fields=["last_seq", "last_event_at"])
+        recorded = RecordedEvent(
+            session_id, stored.seq, event_to_dict(stored), session_summary(session)
+        )
+        if broadcast:
+            transaction.on_commit(lambda: broadcast_sync(recorded))
+    telemetry.gaps.inc()
+    telemetry.events_recorded.labels(EventKind.GAP).inc()
+    if started_at is not None:
+        telemetry.gap_seconds.inc(max(0.0, (now - started_at).total_seconds()))
+    return recorded
+
+
+RAW_KEPT_ON_REFUSAL = 10_000
+
+
+def record_anomaly(
+    *, session_id: str, note: str, raw: str = "", broadcast: bool = True
+) -> RecordedEvent:
+    """Store a note of something that went wrong with this session's data (kept in order)."""
+    validate_session_id(session_id)
+    now = timezone.now()
+    with transaction.atomic():
+        session = _lock_session(session_id)
+        stored = _store(session, _Change(EventKind.ANOMALY, note=note), None, now)
+        stored.raw = raw[:RAW_KEPT_ON_REFUSAL]
+        stored.save(update_fields=["raw"])
+        session.save(update_fields=["last_seq", "last_event_at"])
+        recorded = RecordedEvent(
+            session_id, stored.seq, event_to_dict(stored), session_summary(session)
+        )
+        if broadcast:
+            transaction.on_commit(lambda: broadcast_sync(recorded))
+    telemetry.events_recorded.labels(EventKind.ANOMALY).inc()
+    return recorded
+
+
+async def arecord_anomaly(*, session_id: str, note: str, raw: str = "") -> RecordedEvent:
+    recorded = await _in_db_thread(record_anomaly)(
+        session_id=session_id, note=note, raw=raw, broadcast=False
+    )
+    await abroadcast(recorded)
+    return recorded
+
+
+def mark_streams_alive(session_ids: Iterable[str]) -> int:
+    """The relay's "still live" for the sessions it streams: one UPDATE for all of them.
+    After a crash or a take-over, a gap then starts no earlier than this."""
+    ids = list(session_ids)
+    if not ids:
+        return 0
+    return MeetingSession.objects.filter(pk__in=ids).update(stream_alive_at=timezone.now())
 
 
 def _seeded_join(session: MeetingSession, change: _Change) -> _Change | None:
@@ -435,30 +560,64 @@ def _summary_message(summary: dict[str, Any]) -> dict[str, Any]:
     return {"type": "sessions.summary", **summary}
 
 
+BROADCAST_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+_broadcast_retries: set[asyncio.Task[None]] = set()
+
+
 async def abroadcast(
-    recorded: RecordedEvent | None, *, summary: dict[str, Any] | None = None
+    recorded: RecordedEvent | None, *, summary: dict[str, Any] | None = None, retry: bool = True
 ) -> bool:
-    """Send a stored event to `session.<id>` and the summary to `sessions`. Never raises."""
-    layer = get_channel_layer()
+    """Send a stored event to `session.<id>` and the summary to `sessions`. Never raises.
+
+    A failed send (a Redis restart leaves stale pooled connections) is retried in the
+    background for about 40 s, so even the last event of a session arrives; out of order
+    is fine, the hub orders by seq and resyncs its subscribers across any hole meanwhile.
+    """
     summary = summary if summary is not None else (recorded.summary if recorded else None)
+    if await _send_once(recorded, summary):
+        return True
+    telemetry.broadcast_failures.inc()
+    if not retry:
+        return False
+    task = asyncio.get_running_loop().create_task(_retry_broadcast(recorded, summary))
+    _broadcast_retries.add(task)
+    task.add_done_callback(_broadcast_retries.discard)
+    return False
+
+
+async def _send_once(recorded: RecordedEvent | None, summary: dict[str, Any] | None) -> bool:
+    layer = get_channel_layer()
     try:
         assert layer is not None, "no channel layer configured"
         if recorded is not None:
             await layer.group_send(session_group(recorded.session_id), _event_message(recorded))
         if summary is not None:
             await layer.group_send(SESSIONS_GROUP, _summary_message(summary))
-    except Exception:
-        metrics.inc("broadcast_failures")
-        logger.exception("broadcast failed (the event is stored and will be served from history)")
+    except Exception as exc:
+        logger.warning(
+            "broadcast failed (%s); the event is stored and the send is retried",
+            type(exc).__name__,
+        )
         return False
-    metrics.inc("broadcasts")
+    telemetry.broadcasts.inc()
     return True
+
+
+async def _retry_broadcast(recorded: RecordedEvent | None, summary: dict[str, Any] | None) -> None:
+    for delay in BROADCAST_RETRY_DELAYS:
+        await asyncio.sleep(delay)
+        if await _send_once(recorded, summary):
+            return
+    telemetry.broadcasts_abandoned.inc()
+    logger.error("broadcast abandoned after retries; subscribers resync on the next event")
 
 
 def broadcast_sync(
     recorded: RecordedEvent | None, *, summary: dict[str, Any] | None = None
 ) -> bool:
-    return bool(async_to_sync(abroadcast)(recorded, summary=summary))
+    # No background retry here: this loop ends with the call. The hub's seq check resyncs
+    # subscribers on the next event instead.
+    return bool(async_to_sync(abroadcast)(recorded, summary=summary, retry=False))
 
 
 # --- watching ------------------------------------------------------------------------------

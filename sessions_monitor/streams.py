@@ -26,7 +26,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from sessions_monitor import access, limits, lookups, selectors, services
-from sessions_monitor.hub import HubMessage, Subscription, get_hub
+from sessions_monitor.hub import HubMessage, HubUnavailable, Subscription, get_hub
 from sessions_monitor.models import EventKind
 from sessions_monitor.security import data_headers, header, https_required
 from sessions_monitor.selectors import STREAMED_KINDS, StreamStart, isoformat
@@ -39,6 +39,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 KEEPALIVE = b": keepalive\n\n"
 ACCESS_ENDED = b": access ended (token revoked, signed out or user deactivated)\n\n"
+FEED_LOST = b": live feed lost on this server; reconnect with Last-Event-ID\n\n"
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -74,6 +75,15 @@ def sse_payload(session_id: str, event: dict[str, Any]) -> tuple[str, dict[str, 
         }
     if kind == EventKind.CLOSE:
         return "close", {"reason": event.get("note") or "session_ended"}
+    if kind == EventKind.GAP:
+        # Ours, beside the upstream's `status` and `close`: no upstream stream was connected
+        # from `from` (null: unknown) to `to`, so events in between may be missing.
+        return "gap", {
+            "session_id": session_id,
+            "from": event.get("gap_started_at"),
+            "to": event.get("received_at"),
+            "reason": event.get("note") or "",
+        }
     return None
 
 
@@ -202,6 +212,11 @@ class _Writer:
                 message = await subscription.get()
             except StopAsyncIteration:
                 return
+            if message.kind == "lost":
+                # This process cannot deliver live events now: end the response, so the
+                # client reconnects (with Last-Event-ID) rather than wait on a dead feed.
+                await self.write(FEED_LOST)
+                return
             if message.kind == "resync":
                 # We fell behind; the events we missed are stored (stored before broadcast).
                 events = await database_sync_to_async(selectors.events_after)(
@@ -285,7 +300,19 @@ async def _open(
 ) -> None:
     last_event_id = parse_last_event_id(header(scope, b"last-event-id"))
     # Register for live events BEFORE reading history: nothing stored in between is missed.
-    subscription = await get_hub().subscribe(session_id)
+    try:
+        subscription = await get_hub().subscribe(session_id, kind="stream")
+    except HubUnavailable:
+        await send_error(
+            scope,
+            send,
+            503,
+            "LIVE_FEED_UNAVAILABLE",
+            "This server cannot deliver live events right now; try again shortly.",
+            session_id,
+            retry_after=2,
+        )
+        return
     try:
         start = await database_sync_to_async(selectors.stream_start)(session_id, last_event_id)
         if not start.known and not await _known_upstream(scope, send, session_id, credential):

@@ -298,6 +298,7 @@ async def test_handle_item_is_a_step_tests_can_call(relay) -> None:
         is True
     )
     assert await relay.handle_item(session_id, LinkState(LinkStateName.ENDED)) is False
+    await relay.flush(session_id)
     assert [row[0] for row in await history(session_id)] == ["status", "close"]
 
 

@@ -44,4 +44,4 @@ async def test_metrics_count_recorded_events(settings) -> None:
     assert 'meetingdash_events_recorded_total{kind="status"}' in text
     assert "meetingdash_events_deduplicated_total" in text
     assert "meetingdash_relay_running 0" in text
-    assert "meetingdash_hub_subscribers 0" in text
+    assert 'meetingdash_hub_feeds{state="down"} 0.0' in text

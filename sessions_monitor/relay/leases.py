@@ -13,9 +13,17 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol
 
+# 1 = renewed, 2 = the key was gone (a Redis restart drops every lease) and is ours again,
+# 0 = another relay holds it: hand over.
 RENEW_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+  return 1
+end
+if holder == false then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
@@ -30,6 +38,7 @@ return 0
 class Leases(Protocol):
     owner: str
     ttl_seconds: float
+    reacquired: int
 
     async def acquire(self, session_id: str) -> bool: ...
 
@@ -46,6 +55,7 @@ class LocalLeases:
     """One relay in this process streams everything (embedded mode)."""
 
     ttl_seconds = 30.0
+    reacquired = 0
 
     def __init__(self) -> None:
         self.owner = f"local-{uuid.uuid4().hex[:8]}"
@@ -70,10 +80,13 @@ class RedisLeases:
     def __init__(self, url: str, *, prefix: str = "meetingdash", ttl_seconds: float = 15.0) -> None:
         import redis.asyncio as redis
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=10)
+        # Short socket timeouts: a renewal that hangs on a dead Redis must not outlive the
+        # lease it renews, nor hold up shutdown.
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self.owner = f"relay-{uuid.uuid4().hex[:12]}"
+        self.reacquired = 0
 
     def key(self, session_id: str) -> str:
         return f"{self.prefix}:relay-lease:{session_id}"
@@ -86,16 +99,22 @@ class RedisLeases:
         return int(self.ttl_seconds * 1000)
 
     async def acquire(self, session_id: str) -> bool:
-        key = self.key(session_id)
-        if await self._redis.set(key, self.owner, nx=True, px=self._ttl_ms):
-            return True
-        # Already ours (e.g. a watch message for a session we stream): keep it.
-        return bool(await self._redis.eval(RENEW_SCRIPT, 1, key, self.owner, self._ttl_ms))
+        # SET NX, or already ours (a watch message for a session we stream): keep it.
+        result = await self._redis.eval(
+            RENEW_SCRIPT, 1, self.key(session_id), self.owner, self._ttl_ms
+        )
+        return bool(result)
 
     async def renew(self, session_id: str) -> bool:
-        return bool(
-            await self._redis.eval(RENEW_SCRIPT, 1, self.key(session_id), self.owner, self._ttl_ms)
+        """False only when another relay holds the lease. A lease that vanished (Redis lost
+        its keys) is taken again; Redis being unreachable raises (keep streaming: nobody
+        else can take the lease meanwhile)."""
+        result = await self._redis.eval(
+            RENEW_SCRIPT, 1, self.key(session_id), self.owner, self._ttl_ms
         )
+        if result == 2:
+            self.reacquired += 1
+        return bool(result)
 
     async def release(self, session_id: str) -> None:
         await self._redis.eval(RELEASE_SCRIPT, 1, self.key(session_id), self.owner)

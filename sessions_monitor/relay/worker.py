@@ -1,9 +1,15 @@
 """The relay: one task per watched session turning `follow_status` items into stored,
 broadcast events. The loops are trivial; the steps (`handle_item`, `handle_watch_message`,
-`rescan_once`, `discover_once`) are what tests call directly.
+`rescan_once`, `discover_once`, `renew_leases`) are what tests call directly.
 
 Embedded (`serve` without REDIS_URL): runs inside daphne's event loop, `LocalLeases`.
 Scaled (`runrelay`, REDIS_URL): several processes, `RedisLeases` decide who streams what.
+
+What the upstream sends while nobody streams a session is gone (no event ids, no replay).
+So every time a session's stream (re)starts after a drop, a stall, a relay restart or a
+take-over, the relay stores a `gap` event from the last byte seen (or the last moment any
+relay said the link was live) to the new connection, and reconciles who is present, both
+ways, against the session object it reads just before connecting.
 """
 
 from __future__ import annotations
@@ -13,18 +19,21 @@ import contextlib
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.utils import timezone
 
-from sessions_monitor import selectors, services
+from sessions_monitor import selectors, services, telemetry
 from sessions_monitor.relay.discovery import discover_sessions
 from sessions_monitor.relay.leases import Leases, LocalLeases
+from sessions_monitor.relay.writes import OrderedWrites, Write
 from sessions_monitor.upstream import (
     TERMINAL_STATUSES,
     BackoffPolicy,
@@ -34,17 +43,43 @@ from sessions_monitor.upstream import (
     StreamClosed,
     UpstreamError,
     UpstreamEvent,
+    UpstreamSession,
 )
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
-PRESENCE_SNAPSHOT_SECONDS = 5.0
+SNAPSHOT_SECONDS = 5.0
+# stop(): how long in-flight and queued writes may take before they are given up.
+STOP_WRITES_SECONDS = 4.0
+# stop(): how long releasing leases may take (Redis may be the thing that is down).
+STOP_LEASES_SECONDS = 2.0
 
 _current: Relay | None = None
 
 
 def current_relay() -> Relay | None:
     return _current
+
+
+@dataclass
+class _Link:
+    """What the relay knows of one session's upstream stream while it follows it."""
+
+    session_id: str
+    writes: OrderedWrites
+    # Since when we may have missed events (None: we have not). `unknown_since`: we may
+    # have, since a time nobody knows (no stored trace of the link).
+    outage_since: datetime | None = None
+    unknown_since: bool = False
+    outage_reason: str = ""
+    seed: bool = False  # first watch of this session: who is present was never seen
+    snapshot: UpstreamSession | None = None
+    want_snapshot: bool = True
+    live: bool = False
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def after_gap(self) -> bool:
+        return self.outage_since is not None or self.unknown_since
 
 
 class Relay:
@@ -82,11 +117,10 @@ class Relay:
         self._client = client
         self._owns_client = client is None
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._links: dict[str, _Link] = {}
         self._loops: list[asyncio.Task[None]] = []
-        self._writes: set[asyncio.Future[Any]] = set()
         self.running = False
         self.started_at: float | None = None
-        self.counts: Counter[str] = Counter()
 
     @property
     def client(self) -> MeetingBuddyClient:
@@ -124,7 +158,9 @@ class Relay:
         logger.info("relay started (%s) following %s", self.mode, self.upstream_url)
 
     async def stop(self) -> None:
-        """Cancel every task; in-flight writes finish (they are shielded), then leases go."""
+        """Bounded whatever is broken: readers stop at once; queued writes get
+        STOP_WRITES_SECONDS (what is left then is logged as lost); leases are released
+        within STOP_LEASES_SECONDS (they expire on their own otherwise)."""
         global _current
         self.running = False
         for task in [*self._loops, *self._tasks.values()]:
@@ -133,17 +169,26 @@ class Relay:
         # only notices the cancellation when it returns (up to 5 s): do not wait for them.
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await asyncio.wait(self._loops, timeout=1)
-        if self._writes:
-            await asyncio.wait(self._writes, timeout=5)
-        for session_id in list(self._tasks):
-            with contextlib.suppress(Exception):
-                await self.leases.release(session_id)
+        links = list(self._links.values())
+        pending = [asyncio.ensure_future(link.writes.drained()) for link in links]
+        if pending:
+            await asyncio.wait(pending, timeout=STOP_WRITES_SECONDS)
+        lost = sum(link.writes.cancel() for link in links)
+        if lost:
+            logger.error("relay stopped with %d writes not stored (database unreachable)", lost)
+            telemetry.events_dropped.labels("shutdown").inc(lost)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(STOP_LEASES_SECONDS):
+                for session_id in list(self._tasks):
+                    await self.leases.release(session_id)
         self._tasks.clear()
+        self._links.clear()
         if self._owns_client and self._client is not None:
             await self._client.aclose()
             self._client = None
         with contextlib.suppress(Exception):
-            await self.leases.close()
+            async with asyncio.timeout(STOP_LEASES_SECONDS):
+                await self.leases.close()
         if _current is self:
             _current = None
         logger.info("relay stopped")
@@ -213,7 +258,6 @@ class Relay:
         self._tasks[session_id] = asyncio.create_task(
             self._follow(session_id), name=f"relay:{session_id}"
         )
-        self.counts["watches"] += 1
         return True
 
     async def unwatch(self, session_id: str) -> bool:
@@ -234,66 +278,150 @@ class Relay:
     async def discover_once(self) -> list[str]:
         """Watch every non-terminal upstream session; returns those this call started."""
         session_ids = await discover_sessions(self.client, skip=set(self.following()))
-        self.counts["discoveries"] += 1
         return [sid for sid in session_ids if await self.watch(sid)]
 
     async def renew_leases(self) -> None:
-        await self.leases.heartbeat(self.describe())
+        """Renew each lease; hand over only a session whose lease another relay holds. A
+        Redis that cannot be reached is no reason to stop streaming (nobody else can take
+        the lease meanwhile); a lease that vanished with a Redis restart is taken again.
+        Then tell the database which links are live (one UPDATE), for gaps after a crash."""
+        with contextlib.suppress(Exception):
+            await self.leases.heartbeat(self.describe())
         for session_id in self.following():
-            if not await self.leases.renew(session_id):
-                logger.warning("relay: lost the lease of %s; another relay takes over", session_id)
+            try:
+                still_ours = await self.leases.renew(session_id)
+            except Exception as exc:
+                logger.warning("relay: cannot renew the lease of %s (%s)", session_id, exc)
+                continue
+            if not still_ours:
+                logger.warning("relay: %s is streamed by another relay now", session_id)
+                telemetry.leases_lost.inc()
                 task = self._tasks.pop(session_id, None)
                 if task is not None:
                     task.cancel()
+        for session_id, link in list(self._links.items()):
+            if not self.is_following(session_id) and not len(link.writes):
+                del self._links[session_id]  # its writes finished after the follow ended
+        live = [sid for sid, link in self._links.items() if link.live and self.is_following(sid)]
+        if live:
+            with contextlib.suppress(Exception):
+                await database_sync_to_async(services.mark_streams_alive)(live)
+
+    async def flush(self, session_id: str) -> None:
+        """Until everything handled so far for the session is stored (tests, shutdown)."""
+        link = self._links.get(session_id)
+        if link is not None:
+            await link.writes.drained()
+
+    def _link(self, session_id: str) -> _Link:
+        link = self._links.get(session_id)
+        if link is None:
+            link = self._links[session_id] = _Link(session_id, OrderedWrites(session_id))
+        return link
 
     async def handle_item(self, session_id: str, item: UpstreamEvent | LinkState) -> bool:
-        """Store (then broadcast) one item from `follow_status`. False = stop following."""
-        if isinstance(item, LinkState):
-            if item.state is LinkStateName.ENDED:
-                # The session ended; store the `close` the upstream may not have sent.
-                await self._write(
-                    services.arecord_event(
-                        session_id=session_id, event=StreamClosed("session_ended")
+        """Queue the storage (then broadcast) of one item from `follow_status`, in order.
+        False = stop following."""
+        link = self._link(session_id)
+        if not isinstance(item, LinkState):
+            await link.writes.put(_event_write(session_id, item))
+            return True
+        if item.state is LinkStateName.CONNECTING:
+            if link.want_snapshot:
+                # Before the connection opens: it precedes every event the stream sends.
+                link.snapshot = await self.snapshot(session_id)
+            await link.writes.put(_link_write(session_id, item))
+            return True
+        if item.state is LinkStateName.LIVE:
+            await self._connected(link)
+        elif item.state in (LinkStateName.RETRYING, LinkStateName.FAILED):
+            # Not before the first connection ever: nothing was missed yet that the seeding
+            # of who is present does not cover.
+            if link.live or (not link.after_gap and not link.seed):
+                link.outage_since = item.last_byte_at or timezone.now()
+                link.outage_reason = item.reason or item.state.value
+            link.live = False
+            link.want_snapshot = True
+        elif item.state is LinkStateName.ENDED:
+            link.live = False
+            # The session ended; store the `close` the upstream may not have sent.
+            close = StreamClosed("session_ended")
+            await link.writes.put(_event_write(session_id, close))
+        await link.writes.put(_link_write(session_id, item))
+        return item.state not in (LinkStateName.ENDED, LinkStateName.FAILED)
+
+    async def _connected(self, link: _Link) -> None:
+        """A stream is live: first what we may have missed (the gap), then who is present
+        according to the snapshot read just before connecting, then the stream's events."""
+        session_id = link.session_id
+        if link.after_gap:
+            since, reason = link.outage_since, link.outage_reason
+            await link.writes.put(
+                Write(
+                    lambda: services.arecord_gap(
+                        session_id=session_id, started_at=since, reason=reason
+                    ),
+                    "a gap note",
+                )
+            )
+        snapshot = link.snapshot
+        if snapshot is not None and snapshot.status not in TERMINAL_STATUSES:
+            names = snapshot.present_participant_names
+            raw = json.dumps({"current_participants": list(names)}, ensure_ascii=False)
+            if link.after_gap:
+                await link.writes.put(
+                    Write(
+                        lambda: services.areconcile_presence(
+                            session_id=session_id, names=names, raw=raw
+                        ),
+                        "who was present after a gap",
                     )
                 )
-            await self._write(services.arecord_link_state(session_id=session_id, state=item))
-            self.counts[f"link_{item.state.value}"] += 1
-            return item.state not in (LinkStateName.ENDED, LinkStateName.FAILED)
-        recorded = await self._write(services.arecord_event(session_id=session_id, event=item))
-        self.counts["events_stored" if recorded is not None else "events_deduplicated"] += 1
-        return True
+            elif link.seed and names:
+                await link.writes.put(
+                    Write(
+                        lambda: services.aseed_presence(
+                            session_id=session_id, names=names, raw=raw
+                        ),
+                        "who was present when watching began",
+                    )
+                )
+        link.outage_since, link.unknown_since, link.outage_reason = None, False, ""
+        link.seed = link.want_snapshot = False
+        link.snapshot = None
+        link.live = True
 
-    async def seed_presence(self, session_id: str) -> int:
-        """Who is in the meeting before our stream starts? The stream only tells joins from
-        its start on, so ask the session object first: a snapshot taken before connecting
-        precedes every streamed event, and so keeps our history in upstream order."""
+    async def snapshot(self, session_id: str) -> UpstreamSession | None:
+        """The session object (who is present), best effort: the stream stays authoritative."""
         try:
-            async with asyncio.timeout(PRESENCE_SNAPSHOT_SECONDS):
-                session = await self.client.get_session(session_id)
-        except Exception as exc:  # best effort: the stream stays authoritative
-            logger.info("relay: no participant snapshot for %s: %s", session_id, exc)
-            return 0
-        names = session.present_participant_names
-        if not names or session.status in TERMINAL_STATUSES:
-            return 0
-        raw = json.dumps({"current_participants": list(names)}, ensure_ascii=False)
-        seeded = await self._write(
-            services.aseed_presence(session_id=session_id, names=names, raw=raw)
-        )
-        self.counts["participants_seeded"] += seeded
-        return seeded
+            async with asyncio.timeout(SNAPSHOT_SECONDS):
+                return await self.client.get_session(session_id)
+        except Exception as exc:
+            logger.info("relay: no snapshot of %s: %s", session_id, exc)
+            return None
 
-    async def _write(self, coro: Awaitable[T]) -> T:
-        """Run a DB write so that cancelling the caller (shutdown) cannot cut it in half."""
-        future = asyncio.ensure_future(coro)
-        self._writes.add(future)
-        future.add_done_callback(self._writes.discard)
-        return await asyncio.shield(future)
+    async def _start_link(self, session_id: str) -> _Link:
+        """Before the first connection: did anyone stream this session before (a gap since
+        then), or is this the first watch (seed who is present)?"""
+        link = self._link(session_id)
+        try:
+            start = await database_sync_to_async(selectors.follow_start)(session_id)
+        except Exception as exc:  # cannot tell: assume the worst, a gap since unknown
+            logger.warning("relay: cannot read %s before following it: %s", session_id, exc)
+            start = selectors.FollowStart(True, None)
+        if start.has_history:
+            telemetry.lease_takeovers.inc()
+            link.outage_since = start.last_known_at
+            link.unknown_since = start.last_known_at is None
+            link.outage_reason = "not streamed by any relay (restart or take-over)"
+        else:
+            link.seed = True
+        return link
 
     async def _follow(self, session_id: str) -> None:
         attempt = 0
         try:
-            await self.seed_presence(session_id)
+            await self._start_link(session_id)
             while True:
                 try:
                     async with aclosing(
@@ -303,11 +431,14 @@ class Relay:
                     ) as items:
                         async for item in items:
                             if not await self.handle_item(session_id, item):
+                                await self.flush(session_id)
                                 return
+                    await self.flush(session_id)
                     return
                 except UpstreamError as exc:
-                    # follow_status only raises permanent errors; FAILED is already stored.
+                    # follow_status only raises permanent errors; FAILED is already queued.
                     logger.warning("relay: %s failed permanently: %s", session_id, exc)
+                    await self.flush(session_id)
                     return
                 except asyncio.CancelledError:
                     raise
@@ -317,23 +448,27 @@ class Relay:
                     logger.exception(
                         "relay: following %s broke; retrying in %.1fs", session_id, delay
                     )
-                    with contextlib.suppress(Exception):
-                        await self._write(
-                            services.arecord_link_state(
-                                session_id=session_id,
-                                state=LinkState(
-                                    LinkStateName.RETRYING,
-                                    reason=f"relay error: {type(exc).__name__}",
-                                    retry_in=delay,
-                                ),
-                            )
-                        )
+                    await self.handle_item(
+                        session_id,
+                        LinkState(
+                            LinkStateName.RETRYING,
+                            reason=f"relay error: {type(exc).__name__}",
+                            retry_in=delay,
+                        ),
+                    )
                     await asyncio.sleep(delay)
         finally:
             if self._tasks.get(session_id) is asyncio.current_task():
                 del self._tasks[session_id]
+                link = self._links.get(session_id)
+                if link is not None and not len(link.writes):
+                    self._links.pop(session_id, None)
                 with contextlib.suppress(Exception):
-                    await self.leases.release(session_id)
+                    async with asyncio.timeout(STOP_LEASES_SECONDS):
+                        await self.leases.release(session_id)
+
+    def write_queue(self) -> int:
+        return sum(len(link.writes) for link in self._links.values())
 
     def loops_alive(self) -> bool:
         return all(not task.done() for task in self._loops)
@@ -344,8 +479,33 @@ class Relay:
             "mode": self.mode,
             "running": self.running,
             "following": len(self.following()),
+            "write_queue": self.write_queue(),
             "started_at": self.started_at,
         }
+
+
+def _event_write(session_id: str, event: UpstreamEvent) -> Write:
+    async def note_refused(exc: BaseException) -> None:
+        raw = getattr(event, "raw", "") or repr(event)
+        await services.arecord_anomaly(
+            session_id=session_id,
+            note=f"could not store a {type(event).__name__} event ({type(exc).__name__}); "
+            f"its payload is kept here",
+            raw=raw,
+        )
+
+    return Write(
+        lambda: services.arecord_event(session_id=session_id, event=event),
+        f"a {type(event).__name__} event",
+        note_refused,
+    )
+
+
+def _link_write(session_id: str, state: LinkState) -> Write:
+    return Write(
+        lambda: services.arecord_link_state(session_id=session_id, state=state),
+        f"the link state {state.state.value}",
+    )
 
 
 def channel_prefix() -> str:

@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, cast
 
@@ -109,6 +110,7 @@ class _Cursor:
     retry_ms: int | None = None
     terminal_seen: bool = False
     closed: bool = False
+    last_byte_at: datetime | None = None
 
     @property
     def ended(self) -> bool:
@@ -372,6 +374,7 @@ class MeetingBuddyClient:
                 except TimeoutError as exc:
                     raise StreamStalled(f"No bytes for {window:g} s.") from exc
                 metrics.record_bytes(len(chunk))
+                cursor.last_byte_at = datetime.now(UTC)
                 for sse in decoder.feed(chunk):
                     event = parse_event(sse)
                     owner = event_session_id(event)
@@ -481,7 +484,12 @@ class MeetingBuddyClient:
             except UpstreamError as exc:
                 failure = exc
             if failure.permanent:
-                yield LinkState(LinkStateName.FAILED, reason=failure.kind, error_code=failure.code)
+                yield LinkState(
+                    LinkStateName.FAILED,
+                    reason=failure.kind,
+                    error_code=failure.code,
+                    last_byte_at=cursor.last_byte_at,
+                )
                 raise failure
             if (
                 live_since is not None
@@ -492,5 +500,10 @@ class MeetingBuddyClient:
             delay = policy.delay(attempt, floor=floor, rng=self._rng)
             attempt += 1
             self.metrics.reconnects[failure.kind] += 1
-            yield LinkState(LinkStateName.RETRYING, reason=failure.kind, retry_in=delay)
+            yield LinkState(
+                LinkStateName.RETRYING,
+                reason=failure.kind,
+                retry_in=delay,
+                last_byte_at=cursor.last_byte_at,
+            )
             await asyncio.sleep(delay)

@@ -77,9 +77,14 @@ class LinkStateName(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LinkState:
-    """A change of the upstream connection's state, for storage and for the UI."""
+    """A change of the upstream connection's state, for storage and for the UI.
+
+    `last_byte_at` (on RETRYING and FAILED): when this stream last received a byte, keepalives
+    included, so the relay can say exactly since when it may have missed events.
+    """
 
     state: LinkStateName
     reason: str = ""
     retry_in: float | None = None
     error_code: str | None = None
+    last_byte_at: datetime | None = None

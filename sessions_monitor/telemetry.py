@@ -1,0 +1,191 @@
+"""Every figure `/metrics` exposes, with prometheus-client, in one place.
+
+Counters and histograms are incremented where things happen (services, relay, hub,
+streams). State that is cheaper to read than to track (hub feeds, subscribers, the relay's
+queues, the upstream client's counters) is read at scrape time by `ProcessCollector`.
+Figures are per process (each `serve` / `runrelay` has its own), as Prometheus expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector as OsProcessCollector
+from prometheus_client.registry import Collector
+
+disable_created_metrics()  # one `_created` gauge per counter is noise at this size
+REGISTRY = CollectorRegistry(auto_describe=True)
+OsProcessCollector(registry=REGISTRY)
+
+# --- the relay: upstream to database ------------------------------------------------------------
+events_recorded = Counter(
+    "meetingdash_events_recorded", "Events stored, by kind.", ["kind"], registry=REGISTRY
+)
+events_deduplicated = Counter(
+    "meetingdash_events_deduplicated", "Upstream events not stored again.", registry=REGISTRY
+)
+events_dropped = Counter(
+    "meetingdash_events_dropped",
+    "Upstream events that could not be stored (each one noted as an anomaly), by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+gaps = Counter(
+    "meetingdash_gaps",
+    "Gaps stored: times no upstream stream was connected to a watched session.",
+    registry=REGISTRY,
+)
+gap_seconds = Counter(
+    "meetingdash_gap_seconds", "Total length of the stored gaps, seconds.", registry=REGISTRY
+)
+db_write_retries = Counter(
+    "meetingdash_db_write_retries",
+    "Relay writes retried because the database did not take them.",
+    registry=REGISTRY,
+)
+upstream_to_stored = Histogram(
+    "meetingdash_upstream_to_stored_seconds",
+    "From the upstream event's timestamp to its row being stored.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+lease_takeovers = Counter(
+    "meetingdash_lease_takeovers",
+    "Sessions this relay started streaming that had been streamed before (resume, take-over).",
+    registry=REGISTRY,
+)
+lease_reacquired = Counter(
+    "meetingdash_lease_reacquired",
+    "Leases found gone at renewal (Redis lost its keys) and taken again.",
+    registry=REGISTRY,
+)
+leases_lost = Counter(
+    "meetingdash_leases_lost",
+    "Leases another relay held at renewal: the session was handed over.",
+    registry=REGISTRY,
+)
+
+# --- fan-out: database to subscribers ------------------------------------------------------------
+broadcasts = Counter("meetingdash_broadcasts", "Stored events broadcast.", registry=REGISTRY)
+broadcast_failures = Counter(
+    "meetingdash_broadcast_failures",
+    "Broadcasts that failed at first (events stay stored; the send is retried).",
+    registry=REGISTRY,
+)
+broadcasts_abandoned = Counter(
+    "meetingdash_broadcasts_abandoned",
+    "Broadcasts given up after retries (subscribers resync from history on the next event).",
+    registry=REGISTRY,
+)
+stored_to_fanout = Histogram(
+    "meetingdash_stored_to_fanout_seconds",
+    "From an event being stored to this process handing it to its local subscribers.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
+    registry=REGISTRY,
+)
+access_ended = Counter(
+    "meetingdash_access_ended",
+    "Open streams and sockets closed because their credential was no longer valid.",
+    ["kind"],
+    registry=REGISTRY,
+)
+limit_refusals = Counter(
+    "meetingdash_limit_refusals",
+    "Connections and look-ups refused by a limit.",
+    ["limit"],
+    registry=REGISTRY,
+)
+
+# Set by the /metrics view from the database just before each scrape.
+upstream_links = Gauge(
+    "meetingdash_upstream_links", "Sessions by upstream link state.", ["state"], registry=REGISTRY
+)
+sessions_watched = Gauge(
+    "meetingdash_sessions_watched", "Sessions marked watched.", registry=REGISTRY
+)
+
+
+class ProcessCollector(Collector):
+    """State of this process read at scrape time: the hub, the relay, the upstream client."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+        self.read = read
+
+    def describe(self) -> list[Any]:
+        """Nothing to describe up front: `collect` needs the running event loop."""
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        state = self.read()
+        hub = state["hub"]
+        feeds = GaugeMetricFamily(
+            "meetingdash_hub_feeds", "Group subscriptions of this process's hub.", labels=["state"]
+        )
+        feeds.add_metric(["alive"], hub["feeds"] - hub["feeds_down"])
+        feeds.add_metric(["down"], hub["feeds_down"])
+        yield feeds
+        yield CounterMetricFamily(
+            "meetingdash_hub_resyncs", "Subscribers told to reload from history.", hub["resyncs"]
+        )
+        yield CounterMetricFamily(
+            "meetingdash_hub_feed_failures",
+            "Channel-layer errors of hub feeds.",
+            hub["feed_failures"],
+        )
+        subscribers = GaugeMetricFamily(
+            "meetingdash_subscribers", "Local live subscribers, by kind.", labels=["kind"]
+        )
+        for kind, count in sorted(state["subscribers"].items()):
+            subscribers.add_metric([kind], count)
+        yield subscribers
+        relay = state["relay"]
+        yield GaugeMetricFamily(
+            "meetingdash_relay_running", "1 when a relay runs in this process.", int(bool(relay))
+        )
+        if not relay:
+            return
+        yield GaugeMetricFamily(
+            "meetingdash_relay_following", "Sessions this relay streams.", relay["following"]
+        )
+        yield GaugeMetricFamily(
+            "meetingdash_db_write_queue",
+            "Relay writes waiting for the database (all sessions).",
+            relay["write_queue"],
+        )
+        upstream = relay["upstream"]
+        yield CounterMetricFamily(
+            "meetingdash_upstream_connects",
+            "Upstream stream connection attempts.",
+            upstream["connects"],
+        )
+        reconnects = CounterMetricFamily(
+            "meetingdash_upstream_reconnects", "Upstream reconnects, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(upstream["reconnects"].items()):
+            reconnects.add_metric([reason], count)
+        yield reconnects
+        yield CounterMetricFamily(
+            "meetingdash_upstream_stalls",
+            "Upstream streams replaced because no byte came for the stall timeout.",
+            upstream["reconnects"].get("stall", 0),
+        )
+        events = CounterMetricFamily(
+            "meetingdash_upstream_events", "Upstream events parsed, by type.", labels=["type"]
+        )
+        for kind, count in sorted(upstream["events"].items()):
+            events.add_metric([kind], count)
+        yield events
+        yield CounterMetricFamily(
+            "meetingdash_upstream_bytes",
+            "Upstream stream bytes received.",
+            upstream["bytes_received"],
+        )
