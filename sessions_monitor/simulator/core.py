@@ -13,7 +13,7 @@ import os
 import random
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,12 +48,16 @@ class Stats:
     stream_connections_total: Counter[str] = field(default_factory=Counter)
     open_streams: Counter[str] = field(default_factory=Counter)
     requests_total: int = 0
+    # Per session, the seqs of events written to at least one open stream (fault drills
+    # tell "the upstream delivered it" from "nobody was connected").
+    delivered: defaultdict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
 
     def to_json(self) -> dict[str, Any]:
         return {
             "stream_connections_total": dict(self.stream_connections_total),
             "open_streams": {sid: n for sid, n in self.open_streams.items() if n > 0},
             "requests_total": self.requests_total,
+            "delivered": {sid: sorted(seqs) for sid, seqs in self.delivered.items()},
         }
 
 

@@ -75,6 +75,7 @@ class StreamWriter:
         event_id = str(event.seq) if faults.send_ids else None
         await self.write(encode_event(event.name, data, event_id=event_id, line_ending=ending))
         self.events_sent += 1
+        self.simulator.stats.delivered[self.session_id].add(event.seq)
         return event.name == "close" or not faults.should_drop(self.events_sent)
 
     async def end(self) -> None:

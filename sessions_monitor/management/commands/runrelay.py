@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from sessions_monitor.relay.worker import build_scaled_relay
+from sessions_monitor.shutdown import arm_exit_watchdog
 
 logger = logging.getLogger("meetingdash.runrelay")
 
@@ -39,5 +40,6 @@ class Command(BaseCommand):
         self.stdout.write(f"Relay {relay.leases.owner} running; following {relay.upstream_url}")
         self.stdout.flush()
         await stop.wait()
+        arm_exit_watchdog()
         await relay.stop()
         self.stdout.write("Relay stopped.")

@@ -20,8 +20,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sessions_monitor import lookups
 from sessions_monitor.background import BackgroundService
+from sessions_monitor.shutdown import arm_exit_watchdog
 
 logger = logging.getLogger("meetingdash.serve")
+STOP_SERVICE_SECONDS = 10.0
 
 NO_UPSTREAM = (
     "Nothing to follow: set MEETINGBUDDY_API_URL (and MEETINGBUDDY_API_TOKEN) to follow "
@@ -94,11 +96,12 @@ class Command(BaseCommand):
         async def stop_services() -> None:
             for service in reversed(services):
                 try:
-                    await asyncio.wait_for(service.stop(), timeout=10)
+                    await asyncio.wait_for(service.stop(), timeout=STOP_SERVICE_SECONDS)
                 except Exception:
                     logger.exception("stopping %s failed", service.name)
 
         def stop_trigger() -> Any:
+            arm_exit_watchdog()
             return defer.Deferred.fromFuture(loop.create_task(stop_services()))
 
         reactor.addSystemEventTrigger("before", "shutdown", stop_trigger)  # type: ignore[arg-type]
@@ -109,6 +112,8 @@ class Command(BaseCommand):
             ready_callable=start_services,
             action_logger=None,
             verbosity=0,
+            # Open streams and sockets get this long to end after SIGTERM.
+            application_close_timeout=3,
             header_timeout=settings.MEETINGDASH_HEADER_TIMEOUT_SECONDS,
             proxy_forwarded_address_header="X-Forwarded-For" if proxy else None,
             proxy_forwarded_port_header="X-Forwarded-Port" if proxy else None,
