@@ -7,7 +7,7 @@ BASE_STAMP := $(VENV)/.installed-base
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
-.PHONY: demo run test lint typecheck pytest fmt clean screenshots
+.PHONY: demo run test lint typecheck pytest fmt clean screenshots drill
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "MeetingDash needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -52,6 +52,10 @@ typecheck: $(TEST_STAMP)
 
 pytest: $(TEST_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## drill: the fault drill at drill scale (private PostgreSQL, Redis and nginx; a few minutes)
+drill: $(TEST_STAMP)
+	$(PY) -m drill.run --sessions 10 --rate 5 --fault-seconds 20 --stall-seconds 20 --burst 600 --write docs/reliability-drill.md
 
 ## screenshots: refresh docs/screenshots from the browser tests (tests never write there)
 screenshots: $(TEST_STAMP)

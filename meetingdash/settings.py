@@ -125,15 +125,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.getenv("REDIS_URL", "")
+
+
 if REDIS_URL:
-    # redis-py 8 defaults (pool of 100 that raises when full, 5 s socket timeout equal to
-    # channels-redis's BZPOPMIN timeout) silently starve subscribers under bursts:
-    # see shared/relay-performance.md. Size the pool and lengthen the timeout.
+    from sessions_monitor.redis_client import channel_layer_hosts
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "max_connections": 5000, "socket_timeout": 15}],
+                "hosts": channel_layer_hosts(REDIS_URL),
                 "capacity": 1000,
                 "expiry": 60,
                 "prefix": os.getenv("MEETINGDASH_CHANNEL_PREFIX", "meetingdash"),
@@ -231,7 +232,9 @@ MEETINGBUDDY_API_URL = os.getenv("MEETINGBUDDY_API_URL", "").rstrip("/")
 MEETINGBUDDY_API_TOKEN = os.getenv("MEETINGBUDDY_API_TOKEN", "")
 MEETINGDASH_DISCOVERY_SECONDS = envfloat("MEETINGDASH_DISCOVERY_SECONDS", "10")
 MEETINGDASH_KEEPALIVE_SECONDS = envfloat("MEETINGDASH_KEEPALIVE_SECONDS", "15")
-MEETINGDASH_UPSTREAM_STALL_SECONDS = envfloat("MEETINGDASH_UPSTREAM_STALL_SECONDS", "45")
+# The upstream writes a keepalive every 15 s: 35 s is two missed keepalives plus slack for
+# a slow network, and bounds how long a silent stall can hide events (a gap marks it).
+MEETINGDASH_UPSTREAM_STALL_SECONDS = envfloat("MEETINGDASH_UPSTREAM_STALL_SECONDS", "35")
 # Relay: how often it re-reads watched sessions (resume, take-over), and (scaled mode) how
 # long a relay's per-session Redis lease lives without renewal.
 MEETINGDASH_RELAY_RESCAN_SECONDS = envfloat("MEETINGDASH_RELAY_RESCAN_SECONDS", "5")

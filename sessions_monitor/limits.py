@@ -170,7 +170,11 @@ class RedisSlots:
     def __init__(self, url: str, prefix: str) -> None:
         import redis.asyncio as redis
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        from sessions_monitor.redis_client import retry_policy
+
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, **retry_policy()
+        )
         self.prefix = prefix
 
     def _key(self, key: str) -> str:

@@ -339,9 +339,15 @@ class Interval:
 
 
 def timeline_geometry(
-    phases: Sequence[Phase], intervals: Sequence[Interval], *, start: datetime, end: datetime
+    phases: Sequence[Phase],
+    intervals: Sequence[Interval],
+    *,
+    start: datetime,
+    end: datetime,
+    gaps: Sequence[Interval] = (),
 ) -> TimelineGeometry:
-    """Lane 0: status phases; then one lane per participant (in first-join order).
+    """Lane 0: status phases; then, if any, a lane of gaps (no upstream connection: events
+    may be missing); then one lane per participant (in first-join order).
 
     Open phases/intervals run to `end`. Every bar is at least 2 units wide so a blip shows.
     """
@@ -373,10 +379,28 @@ def timeline_geometry(
             ],
         )
     ]
+    if gaps:
+        lanes.append(
+            Lane(
+                SVG_ROW,
+                "Not connected",
+                [
+                    bar(
+                        g.start,
+                        g.end,
+                        "gap",
+                        "gap",
+                        f"No upstream connection {clock(g.start)} – {clock(g.end) if g.end else 'now'}:"
+                        " events may be missing",
+                    )
+                    for g in gaps
+                ],
+            )
+        )
     by_name: dict[str, list[Interval]] = {}
     for interval in intervals:
         by_name.setdefault(interval.name, []).append(interval)
-    for index, (name, items) in enumerate(by_name.items(), start=1):
+    for index, (name, items) in enumerate(by_name.items(), start=len(lanes)):
         lanes.append(
             Lane(
                 index * SVG_ROW,
@@ -440,6 +464,7 @@ class TimelineEvent:
     received_at: datetime
     raw: str
     note: str
+    gap_started_at: datetime | None = None
 
     @property
     def status_label(self) -> str:
@@ -453,7 +478,9 @@ class TimelineEvent:
     def tone(self) -> str:
         if self.kind == EventKind.STATUS:
             return status_tone(self.status)
-        return {"joined": "live", "left": "pending", "anomaly": "bad"}.get(self.kind, "unknown")
+        return {"joined": "live", "left": "pending", "anomaly": "bad", "gap": "warn"}.get(
+            self.kind, "unknown"
+        )
 
     @property
     def raw_pretty(self) -> str:
@@ -474,6 +501,13 @@ class TimelineEvent:
             return f"{self.participant_name} left"
         if self.kind == EventKind.CLOSE:
             return "Upstream closed the stream"
+        if self.kind == EventKind.GAP:
+            since = (
+                f"for {format_duration((self.received_at - self.gap_started_at).total_seconds())}"
+                if self.gap_started_at
+                else "since an unknown time"
+            )
+            return f"No upstream connection {since}: events in between may be missing"
         return self.note or self.kind_label
 
 
@@ -493,6 +527,7 @@ def timeline_event(data: dict[str, Any]) -> TimelineEvent:
         received_at=received,
         raw=str(data.get("raw") or ""),
         note=str(data.get("note") or ""),
+        gap_started_at=as_datetime(data.get("gap_started_at")),
     )
 
 
@@ -508,6 +543,7 @@ _EVENT_FIELDS = (
     "received_at",
     "raw",
     "note",
+    "gap_started_at",
 )
 
 
@@ -696,7 +732,12 @@ class SessionDetail:
             end = max(end, max(times))
         phases = status_phases(self.events, self.session.ended_at)
         intervals = [Interval(p.name, p.joined_at, p.left_at) for p in self.presences]
-        return timeline_geometry(phases, intervals, start=start, end=max(end, start))
+        gaps = [
+            Interval("gap", e.gap_started_at or e.received_at, e.received_at)
+            for e in self.events
+            if e.kind == EventKind.GAP
+        ]
+        return timeline_geometry(phases, intervals, start=start, end=max(end, start), gaps=gaps)
 
 
 def last_stored_seq(session_id: str) -> int:
@@ -774,6 +815,7 @@ REGIONS_BY_KIND: dict[str, frozenset[str]] = {
     EventKind.STATUS: frozenset({"header", "failure", "transitions", "svg"}),
     EventKind.JOINED: frozenset({"header", "participants", "svg"}),
     EventKind.LEFT: frozenset({"header", "participants", "svg"}),
+    EventKind.GAP: frozenset({"svg"}),
 }
 
 

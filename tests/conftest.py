@@ -154,3 +154,20 @@ def simulator_server_with_token() -> Iterator[SimulatorServer]:
 def simulator_server_module() -> Iterator[SimulatorServer]:
     """One `simulator_server` per test module: use unique session ids and reset faults."""
     yield from _simulator_server()
+
+
+# --- private servers that fault tests may restart ----------------------------------------
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Any]:
+    """A Redis server of this test's own (a test may restart or kill it)."""
+    from drill.services import PrivateRedis, ServiceMissing
+
+    try:
+        server = PrivateRedis()
+    except ServiceMissing as exc:
+        service_missing(str(exc))
+    server.start()
+    yield server
+    server.close()

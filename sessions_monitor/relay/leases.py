@@ -80,9 +80,13 @@ class RedisLeases:
     def __init__(self, url: str, *, prefix: str = "meetingdash", ttl_seconds: float = 15.0) -> None:
         import redis.asyncio as redis
 
+        from sessions_monitor.redis_client import retry_policy
+
         # Short socket timeouts: a renewal that hangs on a dead Redis must not outlive the
         # lease it renews, nor hold up shutdown.
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, **retry_policy()
+        )
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self.owner = f"relay-{uuid.uuid4().hex[:12]}"

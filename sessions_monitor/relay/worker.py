@@ -403,7 +403,11 @@ class Relay:
     async def _start_link(self, session_id: str) -> _Link:
         """Before the first connection: did anyone stream this session before (a gap since
         then), or is this the first watch (seed who is present)?"""
-        link = self._link(session_id)
+        # A fresh state; the write queue of an earlier follow (if still draining) is kept,
+        # so this follow's writes come after its writes.
+        previous = self._links.get(session_id)
+        writes = previous.writes if previous is not None else OrderedWrites(session_id)
+        link = self._links[session_id] = _Link(session_id, writes)
         try:
             start = await database_sync_to_async(selectors.follow_start)(session_id)
         except Exception as exc:  # cannot tell: assume the worst, a gap since unknown

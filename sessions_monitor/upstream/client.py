@@ -64,7 +64,7 @@ from .models import ActiveSession, UpstreamSession
 from .parse import EventStreamDecoder, event_session_id, event_type, parse_event
 
 API_PREFIX = "/v1/meeting-buddy"
-DEFAULT_STALL_SECONDS = 45.0
+DEFAULT_STALL_SECONDS = 35.0
 #: After a terminal status, how long to wait for the `close` that should follow it.
 END_GRACE_SECONDS = 5.0
 #: `retry:` is clamped to this range (seconds) before it is used as a reconnect floor.
