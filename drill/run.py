@@ -42,6 +42,7 @@ from drill.stack import ROOT, Deployment, Process, wait_until
 
 STREAMED = ("status", "joined", "left", "close", "gap")
 SHUTDOWN_BOUND = 15.0  # sessions_monitor.shutdown.SHUTDOWN_SECONDS
+STALL_TIMEOUT = 4.0  # MEETINGDASH_UPSTREAM_STALL_SECONDS of drill.stack
 
 
 # --- load ----------------------------------------------------------------------------------
@@ -384,6 +385,34 @@ class Drill:
         )
         return arrival - started
 
+    def wait_all_live(self, seconds: float = 90) -> None:
+        """Until every session's upstream link is live again: a reconnect still in its
+        backoff has not stored its gap yet, and the books would be balanced too early."""
+
+        def all_live() -> bool:
+            states = self.deployment.query(
+                "SELECT stream_state FROM sessions_monitor_meetingsession WHERE session_id = ANY(%s)",
+                self.sessions,
+            )
+            return len(states) == len(self.sessions) and all(s == "live" for (s,) in states)
+
+        wait_until(all_live, seconds, "every upstream link to be live again", interval=0.3)
+
+    def wait_quiet(self, quiet: float, seconds: float = 90) -> None:
+        """Until no gap has been stored for `quiet` seconds: a fault's aftermath (a
+        connection still stalled, a relay still taking over) must not spill into the next."""
+        deadline = time.monotonic() + seconds
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            count = self.deployment.query(
+                "SELECT count(*) FROM sessions_monitor_sessionevent WHERE kind = 'gap'"
+            )[0][0]
+            if count != last:
+                last, since = count, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.5)
+
     def wait_healthy(self, seconds: float) -> None:
         def healthy() -> bool:
             return all(
@@ -465,8 +494,9 @@ def run(
             row.recovery = drill.probe(started, 90)
             time.sleep(fault_seconds / 2)
             emitter.stop()
-            drill.wait_healthy(90)
             stack.control("DELETE", "/_control/faults")
+            drill.wait_healthy(90)
+            drill.wait_all_live()
             row_window = emitter.log[begin:]
             time.sleep(settle)  # let everything emitted be stored and delivered
             delivered = {
@@ -474,6 +504,9 @@ def run(
                 for sid, seqs in stack.control("GET", "/_control/stats")["delivered"].items()
             }
             balance(row, row_window, stored_rows(stack), delivered, subscribers)
+            # A stalled connection may stall on after the fault is cleared (the simulator
+            # sleeps out its stall), and its replacement is one more gap: let it happen here.
+            drill.wait_quiet(quiet=STALL_TIMEOUT + settle)
             problems = row.failed(cuts_connections)
             row.notes = problems
             rows.append(row)
