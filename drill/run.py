@@ -497,6 +497,7 @@ def run(
             stack.control("DELETE", "/_control/faults")
             drill.wait_healthy(90)
             drill.wait_all_live()
+            wait_until(lambda: stack.write_queues() == 0, 60, "relays to store what they hold")
             row_window = emitter.log[begin:]
             time.sleep(settle)  # let everything emitted be stored and delivered
             delivered = {

@@ -30,6 +30,7 @@ class Process:
     args: list[str]
     env: dict[str, str]
     port: int | None = None
+    metrics_port: int | None = None
     log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".log")[1]))
     popen: subprocess.Popen[bytes] | None = None
 
@@ -132,10 +133,27 @@ class Deployment:
             port=sim_port,
         )
         self.webs = [self._web(free_port()) for _ in range(web)]
-        self.relays = [
-            Process(f"relay{i}", ["manage.py", "runrelay"], self.env) for i in range(relays)
-        ]
+        self.relays = [self._relay(i) for i in range(relays)]
         self.token = ""
+
+    def _relay(self, index: int) -> Process:
+        port = free_port()
+        env = {**self.env, "MEETINGDASH_RELAY_METRICS_PORT": str(port)}
+        process = Process(f"relay{index}", ["manage.py", "runrelay"], env)
+        process.metrics_port = port
+        return process
+
+    def write_queues(self) -> int:
+        """Writes the relays still hold for the database (from their /metrics)."""
+        total = 0
+        for relay in self.relays:
+            if not relay.alive():
+                continue
+            text = httpx.get(f"http://127.0.0.1:{relay.metrics_port}/metrics", timeout=5).text
+            for line in text.splitlines():
+                if line.startswith("meetingdash_db_write_queue "):
+                    total += int(float(line.split()[1]))
+        return total
 
     def _web(self, port: int) -> Process:
         return Process(

@@ -239,6 +239,9 @@ MEETINGDASH_UPSTREAM_STALL_SECONDS = envfloat("MEETINGDASH_UPSTREAM_STALL_SECOND
 # long a relay's per-session Redis lease lives without renewal.
 MEETINGDASH_RELAY_RESCAN_SECONDS = envfloat("MEETINGDASH_RELAY_RESCAN_SECONDS", "5")
 MEETINGDASH_RELAY_LEASE_SECONDS = envfloat("MEETINGDASH_RELAY_LEASE_SECONDS", "15")
+# `runrelay` serves its own /metrics here when set (no authentication: keep it internal).
+MEETINGDASH_RELAY_METRICS_PORT = envint("MEETINGDASH_RELAY_METRICS_PORT", "0")
+MEETINGDASH_RELAY_METRICS_HOST = os.getenv("MEETINGDASH_RELAY_METRICS_HOST", "127.0.0.1")
 MEETINGDASH_EMBED_ORIGINS = envlist("MEETINGDASH_EMBED_ORIGINS")
 MEETINGDASH_EMBED_TOKEN_DAYS = envint("MEETINGDASH_EMBED_TOKEN_DAYS", "30")
 # Our own public base URL, for links printed outside a request (`embed_token`).

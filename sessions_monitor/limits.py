@@ -25,6 +25,16 @@ from django.core.cache import cache
 logger = logging.getLogger(__name__)
 
 SLOT_TTL_SECONDS = 60.0
+_warned_at: dict[str, float] = {}
+
+
+def _warn_rarely(what: str, exc: BaseException) -> None:
+    """One warning per kind of failure every 30 s: a Redis outage is one event, not one
+    log line per open connection per interval."""
+    now = time.monotonic()
+    if now - _warned_at.get(what, -1e9) >= 30:
+        _warned_at[what] = now
+        logger.warning("%s (%s); not limiting meanwhile", what, type(exc).__name__)
 
 
 # --- rate limits -----------------------------------------------------------------------------
@@ -57,7 +67,7 @@ def hit(scope: str, key: str, *, limit: int, window: int, now: float | None = No
     try:
         count = _count(cache_key, window + 1)
     except Exception as exc:
-        logger.warning("rate limit store unavailable (%s); not limiting", type(exc).__name__)
+        _warn_rarely("rate limit store unavailable", exc)
         return Verdict(True)
     return Verdict(count <= limit, 0 if count <= limit else retry_after)
 
@@ -229,7 +239,7 @@ class Occupancy:
             try:
                 acquired = await slots.acquire(key, self.holder, limit)
             except Exception as exc:
-                logger.warning("slot store unavailable (%s); not limiting", type(exc).__name__)
+                _warn_rarely("slot store unavailable", exc)
                 continue
             if not acquired:
                 await self.release()
@@ -243,7 +253,7 @@ class Occupancy:
             try:
                 await slots.refresh(key, self.holder)
             except Exception as exc:
-                logger.warning("could not refresh slot %s: %s", key, type(exc).__name__)
+                _warn_rarely("cannot refresh connection slots", exc)
 
     async def release(self) -> None:
         slots = get_slots()
@@ -252,4 +262,4 @@ class Occupancy:
             try:
                 await slots.release(key, self.holder)
             except Exception as exc:  # it expires on its own
-                logger.warning("could not release slot %s: %s", key, type(exc).__name__)
+                _warn_rarely("cannot release connection slots", exc)

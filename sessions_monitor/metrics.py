@@ -6,6 +6,7 @@ Readable by staff users, or with `Authorization: Bearer $MEETINGDASH_METRICS_TOK
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Any
 
@@ -34,16 +35,30 @@ def bearer_is_metrics_token(request: HttpRequest) -> bool:
 
 
 def process_state() -> dict[str, Any]:
-    """What `telemetry.ProcessCollector` reads at scrape time (runs in the event loop)."""
+    """What `telemetry.ProcessCollector` reads at scrape time: in the event loop of a
+    `serve`, or in the metrics thread of a `runrelay` (no hub there)."""
     from sessions_monitor.embed_consumers import get_badge_feed
     from sessions_monitor.relay.worker import current_relay
 
-    hub = get_hub()
-    subscribers = hub.subscriber_kinds()
-    subscribers["widget"] = get_badge_feed().widget_count()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        hub_stats = {
+            "feeds": 0,
+            "feeds_down": 0,
+            "subscribers": 0,
+            "resyncs": 0,
+            "feed_failures": 0,
+        }
+        subscribers: dict[str, int] = {}
+    else:
+        hub = get_hub()
+        hub_stats = hub.stats()
+        subscribers = hub.subscriber_kinds()
+        subscribers["widget"] = get_badge_feed().widget_count()
     relay = current_relay()
     return {
-        "hub": hub.stats(),
+        "hub": hub_stats,
         "subscribers": subscribers,
         "relay": None
         if relay is None or not relay.running
@@ -55,7 +70,18 @@ def process_state() -> dict[str, Any]:
     }
 
 
-telemetry.REGISTRY.register(telemetry.ProcessCollector(process_state))
+_registered = False
+
+
+def register_process_collector() -> None:
+    """Once per process (the view and `runrelay` both want it)."""
+    global _registered
+    if not _registered:
+        telemetry.REGISTRY.register(telemetry.ProcessCollector(process_state))
+        _registered = True
+
+
+register_process_collector()
 
 
 def _db_figures() -> tuple[dict[str, int], int]:

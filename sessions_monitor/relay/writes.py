@@ -27,7 +27,7 @@ from sessions_monitor import telemetry
 logger = logging.getLogger(__name__)
 
 MAX_PENDING = 10_000
-RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
 REFUSED_ATTEMPTS = 3
 # Unreachable database (connection refused or reset, server restarting, SQLite locked).
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError)

@@ -32,7 +32,8 @@ def test_every_fault_is_survived_without_silent_loss(capsys: pytest.CaptureFixtu
     with capsys.disabled():
         print("\n" + report)
     failures = [row for row in rows if row.notes]
-    assert not failures, report + "\n" + "\n".join(lines)
+    details = [event for row in failures for event in row.lost_events]
+    assert not failures, "\n".join([report, *lines, "lost:", *details])
     faults = {row.fault.split(" (")[0] for row in rows}
     for expected in (
         "kill -9 the relay with most leases",

@@ -138,12 +138,16 @@ def test_two_relays_share_sessions_with_one_upstream_connection_each(
             for sid in session_ids:
                 for step in STEPS[3:]:
                     simulator_server.control.emit(sid, **step)
-            for group in readers.values():
+            for sid, group in readers.items():
                 for reader in group:
                     reader.join(20)
                     assert reader.error is None
-                    assert shape(reader.events) == EXPECTED
-                    assert len(reader.events) == len(EXPECTED)
+                    # A hand-over leaves a window no relay streamed: it is marked, once.
+                    gaps = [e for e in reader.events if e["event"] == "gap"]
+                    events = [e for e in reader.events if e["event"] != "gap"]
+                    assert len(gaps) == (1 if sid in taken_over else 0), gaps
+                    assert shape(events) == EXPECTED
+                    assert len(events) == len(EXPECTED)
 
             stats = simulator_server.control.stats()
             health = httpx.get(

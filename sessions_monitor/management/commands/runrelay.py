@@ -18,6 +18,18 @@ from sessions_monitor.shutdown import arm_exit_watchdog
 logger = logging.getLogger("meetingdash.runrelay")
 
 
+def serve_metrics(host: str, port: int) -> None:
+    """`/metrics` of this relay (no Django here: prometheus-client's own small server, in a
+    thread). Bind it where only Prometheus reaches it: it has no authentication."""
+    from prometheus_client import start_http_server
+
+    from sessions_monitor import metrics, telemetry
+
+    metrics.register_process_collector()
+    start_http_server(port, addr=host, registry=telemetry.REGISTRY)
+    logger.info("relay metrics on http://%s:%d/metrics", host, port)
+
+
 class Command(BaseCommand):
     help = "Run a relay worker (scaled mode: REDIS_URL and MEETINGBUDDY_API_URL required)."
 
@@ -32,6 +44,10 @@ class Command(BaseCommand):
         relay = build_scaled_relay(
             upstream_url=settings.MEETINGBUDDY_API_URL, redis_url=settings.REDIS_URL
         )
+        if settings.MEETINGDASH_RELAY_METRICS_PORT:
+            serve_metrics(
+                settings.MEETINGDASH_RELAY_METRICS_HOST, settings.MEETINGDASH_RELAY_METRICS_PORT
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
