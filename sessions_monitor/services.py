@@ -34,6 +34,7 @@ from sessions_monitor.models import (
     StreamState,
 )
 from sessions_monitor.selectors import event_to_dict, isoformat, session_summary
+from sessions_monitor.textfit import fit, fit_json
 from sessions_monitor.upstream.events import (
     LinkState,
     LinkStateName,
@@ -115,7 +116,7 @@ def record_event(
     now = timezone.now()
     with transaction.atomic():
         session = _lock_session(session_id)
-        change = _decide(session, event)
+        change = _fitted(_decide(session, event))
         if change is not None and seeded:
             change = _seeded_join(session, change)
         if change is not None and note:
@@ -154,8 +155,8 @@ def record_link_state(
         session.stream_state = StreamState(state.state.value)
         session.stream_state_since = now
         failing = state.state in (LinkStateName.RETRYING, LinkStateName.FAILED)
-        session.stream_error = state.reason if failing else ""
-        session.stream_error_code = (state.error_code or "") if failing else ""
+        session.stream_error = fit(state.reason, "stream_error") if failing else ""
+        session.stream_error_code = fit(state.error_code, "error_code") if failing else ""
         session.stream_retry_at = (
             now + timedelta(seconds=state.retry_in) if state.retry_in is not None else None
         )
@@ -264,7 +265,8 @@ def _decide(session: MeetingSession, event: UpstreamEvent) -> _Change | None:
         return _Change(EventKind.ANOMALY, note=f"event for another session {event.session_id!r}")
     if isinstance(event, StatusChanged):
         return _decide_status(session, event)
-    name = event.participant_name.strip()
+    # Fitted before matching presence, so a long name matches its own earlier join.
+    name = fit(event.participant_name.strip(), "participant_name")
     if not name:
         return _Change(EventKind.ANOMALY, note="participant event without a name")
     present = session.presences.filter(participant_name=name, left_at__isnull=True).exists()
@@ -309,7 +311,10 @@ def reconcile_presence(
 ) -> list[RecordedEvent]:
     """After a gap: make who is present here what the upstream says, both ways. Joins and
     leaves the gap hid are stored as such, noted "seen after a gap"."""
-    upstream = list(dict.fromkeys(name.strip() for name in names if name.strip()))
+    # Fitted as stored names are, or a long name would never match its own presence.
+    upstream = list(
+        dict.fromkeys(fit(name.strip(), "participant_name") for name in names if name.strip())
+    )
     here = set(
         Presence.objects.filter(session_id=session_id, left_at__isnull=True).values_list(
             "participant_name", flat=True
@@ -416,8 +421,22 @@ def _seeded_join(session: MeetingSession, change: _Change) -> _Change | None:
     return None if known else replace(change, note=SEEDED_PRESENCE_NOTE)
 
 
+def _fitted(change: _Change | None) -> _Change | None:
+    """Every text of the change cut to its column (textfit): nothing is refused for size."""
+    if change is None:
+        return None
+    return replace(
+        change,
+        status=fit(change.status, "status"),
+        previous_status=fit(change.previous_status, "status"),
+        participant_name=fit(change.participant_name, "participant_name"),
+        error_code=fit(change.error_code, "error_code"),
+        error_message=fit(change.error_message, "error_message"),
+    )
+
+
 def _decide_status(session: MeetingSession, event: StatusChanged) -> _Change | None:
-    new, current = event.status.strip(), session.status
+    new, current = fit(event.status.strip(), "status"), session.status
     if not new:
         return _Change(EventKind.ANOMALY, note="status event without a status")
     if new == current:
@@ -456,8 +475,8 @@ def _store(
         error_message=change.error_message,
         upstream_timestamp=timestamp,
         received_at=now,
-        raw=getattr(event, "raw", "") or "",
-        note=change.note,
+        raw=fit(getattr(event, "raw", "") or "", "raw"),
+        note=fit(change.note, "note"),
     )
 
 
@@ -681,13 +700,13 @@ def upsert_session_metadata(
     validate_session_id(session_id)
     with transaction.atomic():
         session = _lock_session(session_id)
-        session.bot_name = bot_name or session.bot_name
-        session.meeting_link = meeting_link or session.meeting_link
-        session.platform = platform or session.platform
+        session.bot_name = fit(bot_name, "bot_name") or session.bot_name
+        session.meeting_link = fit(meeting_link, "meeting_link") or session.meeting_link
+        session.platform = fit(platform, "platform") or session.platform
         if created_at is not None:
             session.started_at = created_at
         if raw is not None:
-            session.raw = raw
+            session.raw = fit_json(raw)
         session.save(update_fields=["bot_name", "meeting_link", "platform", "started_at", "raw"])
     return session
 

@@ -10,7 +10,8 @@ are capped too, and the original length is kept in the marker. The limits are LI
 
 from __future__ import annotations
 
-from typing import Final
+import json
+from typing import Any, Final
 
 # Column sizes (models.py) and the caps of unbounded text columns.
 LIMITS: Final = {
@@ -37,14 +38,37 @@ def fit(value: str | None, field: str) -> str:
     """`value` cleaned and, past the field's limit, cut with a marker that says so."""
     if not value:
         return ""
-    text = value.replace("\x00", REPLACEMENT)
-    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
-        text = _without_surrogates(text)
+    text = _clean(value)
     limit = LIMITS[field]
     if len(text) <= limit:
         return text
     marker = MARKER.format(length=len(text))
     return text[: max(0, limit - len(marker))] + marker
+
+
+def fit_json(value: Any) -> Any:
+    """A JSON value as PostgreSQL's jsonb takes it (no NUL, no lone surrogates in any
+    string or key), and no bigger than the raw limit (else a note of how big it was)."""
+    cleaned = _clean_json(value)
+    length = len(json.dumps(cleaned, ensure_ascii=False))
+    return cleaned if length <= LIMITS["raw"] else {"cut": True, "length": length}
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, dict):
+        return {_clean(str(key)): _clean_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean_json(item) for item in value]
+    return value
+
+
+def _clean(text: str) -> str:
+    text = text.replace("\x00", REPLACEMENT)
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
+        text = _without_surrogates(text)
+    return text
 
 
 def was_cut(value: str) -> bool:
