@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
@@ -99,6 +99,12 @@ def session_duration(session: MeetingSession) -> str:
 def presence_duration(presence: Presence) -> str:
     end = presence.left_at or timezone.now()
     return presentation.format_duration((end - presence.joined_at).total_seconds())
+
+
+def admin_session_url(session_id: str) -> str:
+    """The admin page of a session. Admin URLs carry primary keys quoted (`_` is its escape
+    character: mbsess_AB is mbsess_5FAB), as the admin's own links do."""
+    return reverse("admin:sessions_monitor_meetingsession_change", args=[quote(session_id)])
 
 
 def dashboard_url(session_id: str) -> str:
@@ -551,7 +557,7 @@ class ExactSessionOrNamePrefixSearch(admin.ModelAdmin):
 
 @admin.display(description="Session", ordering="session_id")
 def _session_link_column(model_admin: admin.ModelAdmin[Any], row: SessionEvent | Presence) -> str:
-    url = reverse("admin:sessions_monitor_meetingsession_change", args=[row.session_id])
+    url = admin_session_url(row.session_id)
     return format_html('<a href="{}">{}</a>', url, row.session_id)
 
 

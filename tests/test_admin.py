@@ -550,3 +550,52 @@ def test_durations_and_dashboard_links() -> None:
     unknown = MeetingSession(session_id="mbsess_x", status="failed", started_at=T0)
     assert session_admin.session_duration(unknown) == "—"
     assert session_admin.dashboard_url("mbsess_abc") == "/sessions/mbsess_abc/"
+
+
+# --- reached by the admin's own links (quoted primary keys) ---------------------------------------
+
+QUOTED_IDS = ["mbsess_AB12cd", "mbsess_5F_x", "mbsess_plain"]
+
+
+def _with_id(session_id: str) -> MeetingSession:
+    session = make_session(len(session_id), participants=["Alice", "Bob"])
+    MeetingSession.objects.filter(pk=session.pk).update(session_id=session_id)
+    SessionEvent.objects.filter(session_id=session.pk).update(session_id=session_id)
+    Presence.objects.filter(session_id=session.pk).update(session_id=session_id)
+    MeetingSession.objects.filter(pk=session.pk).delete()
+    return MeetingSession.objects.get(pk=session_id)
+
+
+def _links(html: str, pattern: str) -> list[str]:
+    import re
+
+    return re.findall(pattern, html)
+
+
+@pytest.mark.parametrize("session_id", QUOTED_IDS)
+def test_the_session_page_reached_from_the_changelist_shows_its_history(
+    admin_client: Client, session_id: str
+) -> None:
+    _with_id(session_id)
+    changelist = admin_client.get("/admin/sessions_monitor/meetingsession/").content.decode()
+    hrefs = _links(changelist, r'<th class="field-session_id"><a href="([^"]+)"')
+    assert len(hrefs) == 1
+    page = admin_client.get(hrefs[0])
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert 'id="session-timeline"' in body and "<svg" in body
+    assert len(page.context["events"]) == 5 and len(page.context["presences"]) == 2
+
+
+@pytest.mark.parametrize("changelist", ["sessionevent", "presence"])
+def test_the_session_link_of_events_and_presences_leads_to_the_session_page(
+    admin_client: Client, changelist: str
+) -> None:
+    _with_id("mbsess_AB12cd")
+    rows = admin_client.get(f"/admin/sessions_monitor/{changelist}/").content.decode()
+    hrefs = set(_links(rows, r'<a href="(/admin/sessions_monitor/meetingsession/[^"]+)"'))
+    assert len(hrefs) == 1
+    page = admin_client.get(hrefs.pop())
+    assert page.status_code == 200
+    assert page.context["original"].session_id == "mbsess_AB12cd"
+    assert len(page.context["events"]) == 5
