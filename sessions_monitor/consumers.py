@@ -35,7 +35,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
-from django.utils.html import escape
+from django.utils.html import escape, format_html
 
 from sessions_monitor import access, limits, presentation
 from sessions_monitor.hub import HubMessage, HubUnavailable, Subscription, get_hub
@@ -430,10 +430,14 @@ class SessionListConsumer(_LiveConsumer):
                     latest.pop(message.session_id, None)
                     latest[message.session_id] = message
             parts: list[str] = []
+            announcements: list[str] = []
             for message in latest.values():
-                parts.extend(self._row_changes(message))
+                parts.extend(self._row_changes(message, announcements))
             if latest:
                 parts.append(await _overall_badge(batch[-1]))
+                parts.append(await _filter_chips(batch[-1], self.filter, self.query))
+            if announcements:
+                parts.append(announce(" ".join(announcements)))
             if parts:
                 await self.send(text_data="".join(parts))
 
@@ -446,32 +450,52 @@ class SessionListConsumer(_LiveConsumer):
         self.on_screen = list(on_screen)
         await self.send(text_data=html)
 
-    def _row_changes(self, message: HubMessage) -> list[str]:
+    def _row_changes(self, message: HubMessage, announcements: list[str]) -> list[str]:
+        """The fragments one summary changes on this page. Rows keep their place (newest
+        started first): an update replaces a row in place, a new session arrives at the
+        top of page 1, and a session that leaves the view says where it went."""
         session_id = cast(str, message.session_id)
         data = message.data
+        status, stream_state = str(data.get("status") or ""), str(data.get("stream_state") or "")
         shown = session_id in self.on_screen
-        haystack = " ".join(
-            str(data.get(name) or "") for name in ("session_id", "bot_name", "meeting_link")
-        ).lower()
-        wanted = presentation.matches_filter(str(data.get("status") or ""), self.filter) and (
+        haystack = " ".join(str(data.get(name) or "") for name in SEARCHED).lower()
+        wanted = presentation.matches_filter(status, self.filter, stream_state) and (
             shown or not self.query or self.query.lower() in haystack
         )
-        if wanted and self.page == 1:
-            # Most recent activity first: the row moves (or arrives) at the top.
-            parts = [delete_row(session_id)] if shown else []
-            if shown:
-                self.on_screen.remove(session_id)
+        parts: list[str] = []
+        if wanted and shown:
+            parts.append(str(message.render("dash.row.replace", row_in_place)))
+        elif wanted and self.page == 1:
             parts.append(str(message.render("dash.row.top", row_at_top)))
             self.on_screen.insert(0, session_id)
             while len(self.on_screen) > PER_PAGE:
                 parts.append(delete_row(self.on_screen.pop()))
-            return parts
-        if wanted and shown:
-            return [str(message.render("dash.row.replace", row_in_place))]
-        if shown:
+        elif shown:
             self.on_screen.remove(session_id)
-            return [delete_row(session_id)]
-        return []
+            parts.append(delete_row(session_id))
+            where = moved_to(self.filter, status, stream_state)
+            if where:
+                announcements.append(str(message.render(f"dash.moved:{where}", announcement_of)))
+        if self.filter in RECENT_ON and message.render("dash.recent?", recently_ended_now):
+            # (rendered "1" or "" once per process per message, like every fragment)
+            parts.append(str(message.render("dash.recent.row", recent_row_at_top)))
+        return parts
+
+
+SEARCHED = ("session_id", "bot_name", "meeting_link", "error_code", "error_message")
+RECENT_ON = ("live", "attention")
+
+
+def moved_to(filter_name: str, status: str, stream_state: str) -> str:
+    """Where a session that left the Live (or Needs attention) view went, '' otherwise."""
+    if filter_name not in RECENT_ON:
+        return ""
+    category = presentation.status_category(status, stream_state)
+    if category in ("ended", "failed"):
+        return "recent"
+    if category == "attention" and filter_name == "live":
+        return "attention"
+    return ""
 
 
 # --- (re)connect answers: same hello, same bytes ---------------------------------------------
@@ -510,20 +534,24 @@ async def reload(session_id: str) -> tuple[str, int]:
 
 
 async def render_list(filter_name: str, query: str, page_number: int) -> tuple[str, list[str]]:
-    """The list region (+ overall badge) for these parameters, and the session ids on it."""
+    """The list region, the recently ended strip, the chips and the overall badge for these
+    parameters, and the session ids on the page."""
 
     def read() -> dict[str, Any]:
-        page = presentation.search_sessions(
+        context = presentation.list_page(
             filter_name=filter_name, query=query, page_number=page_number, per_page=PER_PAGE
         )
-        rows = list(page.object_list)
-        page.paginator.num_pages  # noqa: B018 (count now, not while rendering in the loop)
-        return {"page_obj": page, "rows": rows, "overall": presentation.read_overall_upstream()}
+        context["page_obj"].paginator.num_pages  # noqa: B018 (count now, not while rendering)
+        return context
 
-    data = await database_sync_to_async(read)()
-    context = {"page_obj": data["page_obj"], "filter": filter_name, "query": query, "oob": True}
-    html = render_to_string(f"{LIST}#list-region", context) + render_badge(data["overall"])
-    return html, [row.session_id for row in data["rows"]]
+    context = {**await database_sync_to_async(read)(), "oob": True}
+    html = str(render_to_string(f"{LIST}#list-region", context)) + str(
+        render_to_string(f"{LIST}#filter-chips", context)
+    )
+    if filter_name in RECENT_ON:
+        html += render_to_string(f"{LIST}#recent-ended", context)
+    html += render_badge(context["overall"])
+    return html, [row.session_id for row in context["page_obj"].object_list]
 
 
 # --- renderings shared by every viewer ----------------------------------------------------
@@ -567,6 +595,46 @@ def row_in_place(message: HubMessage) -> str:
 
 def row_at_top(message: HubMessage) -> str:
     return f'<div hx-swap-oob="afterbegin:#session-rows">{_row_html(message, oob=False)}</div>'
+
+
+def recently_ended_now(message: HubMessage) -> str:
+    view = presentation.session_view(message.data)
+    return "1" if presentation.is_recently_ended(view, presentation.recent_minutes()) else ""
+
+
+def recent_row_at_top(message: HubMessage) -> str:
+    """The session's row at the top of the strip (replacing its earlier one, if any)."""
+    row = presentation.session_view(message.data)
+    html = render_to_string(f"{LIST}#recent-row", {"row": row})
+    old = f'<li id="recent-{escape(row.session_id)}" hx-swap-oob="delete"></li>'
+    return f'{old}<ol hx-swap-oob="afterbegin:#recent-rows">{html}</ol>'
+
+
+def announcement_of(message: HubMessage) -> str:
+    view = presentation.session_view(message.data)
+    name = view.bot_name or view.session_id
+    if view.is_failed:
+        code = f" ({view.error_code})" if view.error_code else ""
+        return f"{name} failed{code}: moved to Recently ended."
+    if view.is_terminal:
+        return f"{name} ended: moved to Recently ended."
+    return f"{name} lost contact with Meeting Buddy: moved to Needs attention."
+
+
+def announce(text: str) -> str:
+    return format_html('<div hx-swap-oob="innerHTML:#live-announcer"><p>{}</p></div>', text)
+
+
+def _filter_chips(message: HubMessage, filter_name: str, query: str) -> Awaitable[str]:
+    """The chips with fresh counts: one count query and render per process per message."""
+
+    async def read_and_render() -> str:
+        counts = await database_sync_to_async(presentation.filter_counts)()
+        filters = [(key, label, counts[key]) for key, label in presentation.FILTERS.items()]
+        context = {"filters": filters, "filter": filter_name, "query": query, "oob": True}
+        return render_to_string(f"{LIST}#filter-chips", context)
+
+    return render_once_async(message, f"dash.chips:{filter_name}:{query}", read_and_render)
 
 
 def delete_row(session_id: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -42,7 +42,14 @@ _STATUSES: dict[str, tuple[str, str]] = {
     "failed": ("Failed", "bad"),
 }
 
-FILTERS: dict[str, str] = {"live": "Live", "ended": "Ended", "failed": "Failed", "all": "All"}
+FILTERS: dict[str, str] = {
+    "live": "Live",
+    "attention": "Needs attention",
+    "ended": "Ended",
+    "failed": "Failed",
+    "all": "All",
+}
+LOST_CONTACT = "failed"  # the stream_state of a link that will not come back by itself
 
 
 def status_label(status: str) -> str:
@@ -57,21 +64,24 @@ def status_tone(status: str) -> str:
     return known[1] if known else "unknown"
 
 
-def status_category(status: str) -> str:
-    """Which list filter a status belongs to: `live`, `ended` or `failed`."""
+def status_category(status: str, stream_state: str = "") -> str:
+    """Which list filter a session belongs to: `live`, `attention` (not ended, but its link
+    failed for good: nobody will tell us when it ends), `ended` or `failed`."""
     if status == "failed":
         return "failed"
     if status in TERMINAL_STATUSES:
         return "ended"
+    if stream_state == LOST_CONTACT:
+        return "attention"
     return "live"
 
 
-def matches_filter(status: str, filter_name: str) -> bool:
+def matches_filter(status: str, filter_name: str, stream_state: str = "") -> bool:
     if filter_name == "all":
         return True
     if filter_name == "ended":
         return status in TERMINAL_STATUSES
-    return status_category(status) == filter_name
+    return status_category(status, stream_state) == filter_name
 
 
 # --- platforms and links ------------------------------------------------------------------
@@ -224,13 +234,21 @@ def upstream_freshness(
     terminal: bool = False,
     now: datetime,
 ) -> Freshness:
-    """The upstream link badge of one session: live / retrying in N s / stale since / ended."""
+    """The upstream link badge of one session: live / retrying in N s / stale since / ended /
+    lost contact (a permanent error: it will not come back by itself, so it never claims to)."""
     if stream_state == "live":
         return Freshness("live", "Upstream live", "live", False)
-    if stream_state == "ended" or (terminal and stream_state in ("", "idle", "ended")):
+    if stream_state == "ended" or terminal:
         return Freshness("ended", "Upstream ended", "done", False)
-    if stream_state == "failed":
-        return Freshness("failed", "Upstream failed", "bad", True, stale_since=since, detail=error)
+    if stream_state == LOST_CONTACT:
+        return Freshness(
+            "failed",
+            "Lost contact",
+            "bad",
+            True,
+            stale_since=since,
+            detail=lost_contact_reason(error),
+        )
     if stream_state == "retrying":
         wait = None if retry_at is None else max(0, round((retry_at - now).total_seconds()))
         text = "Upstream retrying" if wait is None else f"Upstream retrying in {wait} s"
@@ -249,12 +267,53 @@ def upstream_freshness(
     return Freshness("idle", "Not watched", "unknown", True, stale_since=since)
 
 
-_WORST_FIRST = ("failed", "retrying", "connecting", "idle", "live", "ended")
+LOST_CONTACT_REASONS = {
+    "not_found": "Meeting Buddy no longer knows this session.",
+    "forbidden": "Meeting Buddy does not let MeetingDash's token read this session.",
+    "unauthorized": "Meeting Buddy refused MeetingDash's token.",
+    "invalid_session_id": "Meeting Buddy says this is not a valid session id.",
+}
+
+
+def lost_contact_reason(error: str) -> str:
+    """Plain words for why a link failed for good (`error` is the failure's kind)."""
+    kind = error.split(":", 1)[0].strip()
+    known = LOST_CONTACT_REASONS.get(kind)
+    if known:
+        return known
+    return (
+        f"Meeting Buddy refused the status stream ({error})."
+        if error
+        else "Meeting Buddy refused the status stream."
+    )
+
+
+_WORST_FIRST = ("retrying", "connecting", "idle", "live", "ended")
 
 
 def overall_upstream(states: Iterable[Freshness]) -> Freshness:
-    """The list page's single upstream badge: the worst link among the given ones."""
+    """The list page's single upstream badge: the worst link still being retried among the
+    given ones. Links that lost contact are counted beside it, never as "coming back"."""
     collected = list(states)
+    lost = sum(1 for item in collected if item.state == "failed")
+    collected = [item for item in collected if item.state != "failed"]
+    overall = _worst(collected)
+    if not lost:
+        return overall
+    suffix = f"{lost} lost contact"
+    if overall.state in ("none", "live"):
+        return Freshness("lost", suffix, "bad", False, detail="Needs attention: see that filter.")
+    return Freshness(
+        overall.state,
+        f"{overall.text} · {suffix}",
+        overall.tone,
+        overall.stale,
+        overall.stale_since,
+        overall.retry_at,
+    )
+
+
+def _worst(collected: list[Freshness]) -> Freshness:
     if not collected:
         return Freshness("none", "Upstream idle: no live session watched", "unknown", False)
     for state in _WORST_FIRST:
@@ -616,12 +675,40 @@ class SessionView:
         return self.status == "failed"
 
     @property
+    def lost_contact(self) -> bool:
+        """Not ended, but its link failed for good: what we show is only what was last known."""
+        return self.stream_state == LOST_CONTACT and not self.is_terminal
+
+    @property
+    def display_label(self) -> str:
+        return "Lost contact" if self.lost_contact else self.status_label
+
+    @property
+    def display_tone(self) -> str:
+        return "bad" if self.lost_contact else self.tone
+
+    @property
+    def category(self) -> str:
+        return status_category(self.status, self.stream_state)
+
+    @property
+    def elapsed_until(self) -> datetime | None:
+        """Where the duration stops: the end, or when contact was lost (None: it ticks)."""
+        if self.ended_at is not None:
+            return self.ended_at
+        return self.stream_state_since if self.lost_contact else None
+
+    @property
     def duration(self) -> str:
-        return format_duration(session_duration(self.started_at, self.ended_at, self.now))
+        return format_duration(session_duration(self.started_at, self.elapsed_until, self.now))
 
     @property
     def last_event_age(self) -> str:
         return format_age(self.last_event_at, self.now)
+
+    @property
+    def ended_age(self) -> str:
+        return format_age(self.ended_at, self.now)
 
     @property
     def failed_from_label(self) -> str:
@@ -680,32 +767,105 @@ def session_view(data: dict[str, Any], now: datetime | None = None) -> SessionVi
     return SessionView(**values, now=now or timezone.now())
 
 
+def filter_queryset(filter_name: str) -> Any:
+    """The sessions of one list filter (see `status_category`)."""
+    sessions = MeetingSession.objects.all()
+    live = ~Q(status__in=TERMINAL_STATUSES)
+    if filter_name == "live":
+        return sessions.filter(live).exclude(stream_state=LOST_CONTACT)
+    if filter_name == "attention":
+        return sessions.filter(live, stream_state=LOST_CONTACT)
+    if filter_name == "ended":
+        return sessions.filter(status__in=TERMINAL_STATUSES)
+    if filter_name == "failed":
+        return sessions.filter(status="failed")
+    return sessions
+
+
 def search_sessions(
     *, filter_name: str, query: str, page_number: str | int | None, per_page: int = 25
 ) -> Page[SessionView]:
-    """The list page: filter, search, most recent activity first, paginated."""
-    sessions = MeetingSession.objects.all()
-    if filter_name == "live":
-        sessions = sessions.exclude(status__in=TERMINAL_STATUSES)
-    elif filter_name == "ended":
-        sessions = sessions.filter(status__in=TERMINAL_STATUSES)
-    elif filter_name == "failed":
-        sessions = sessions.filter(status="failed")
+    """The list page: filter, search (ids, bots, links, participants, error codes and
+    messages), newest started first: a stable order, so rows never jump on an update."""
+    sessions = filter_queryset(filter_name)
     if query:
         people = Presence.objects.filter(participant_name__icontains=query).values("session_id")
         sessions = sessions.filter(
             Q(session_id__icontains=query)
             | Q(bot_name__icontains=query)
             | Q(meeting_link__icontains=query)
+            | Q(error_code__icontains=query)
+            | Q(error_message__icontains=query)
             | Q(session_id__in=people)
         )
-    ordered = sessions.order_by("-last_event_at", "-first_seen_at", "session_id").values(
-        *_SESSION_FIELDS
-    )
+    ordered = sessions.order_by(
+        F("started_at").desc(nulls_last=True), "-first_seen_at", "session_id"
+    ).values(*_SESSION_FIELDS)
     page = Paginator(ordered, per_page).get_page(page_number)
     now = timezone.now()
     page.object_list = [session_view(row, now) for row in page.object_list]
     return page
+
+
+def filter_counts() -> dict[str, int]:
+    """How many sessions each filter chip stands for (one aggregate query)."""
+    live = ~Q(status__in=TERMINAL_STATUSES)
+    lost = Q(stream_state=LOST_CONTACT)
+    counts = MeetingSession.objects.aggregate(
+        live=Count("pk", filter=live & ~lost),
+        attention=Count("pk", filter=live & lost),
+        ended=Count("pk", filter=Q(status__in=TERMINAL_STATUSES)),
+        failed=Count("pk", filter=Q(status="failed")),
+        all=Count("pk"),
+    )
+    return {key: int(value or 0) for key, value in counts.items()}
+
+
+def recently_ended(minutes: int, limit: int = 10, now: datetime | None = None) -> list[SessionView]:
+    """Sessions that ended (or failed) within the last `minutes`, newest first: Live keeps
+    showing them, so a failure never just disappears from it."""
+    now = now or timezone.now()
+    rows = (
+        MeetingSession.objects.filter(
+            status__in=TERMINAL_STATUSES, ended_at__gte=now - timedelta(minutes=minutes)
+        )
+        .order_by("-ended_at", "session_id")
+        .values(*_SESSION_FIELDS)[:limit]
+    )
+    return [session_view(row, now) for row in rows]
+
+
+def list_page(
+    *, filter_name: str, query: str, page_number: str | int | None, per_page: int = 25
+) -> dict[str, Any]:
+    """Everything the list page shows, for its first render and for live (re)loads."""
+    minutes = recent_minutes()
+    counts = filter_counts()
+    return {
+        "page_obj": search_sessions(
+            filter_name=filter_name, query=query, page_number=page_number, per_page=per_page
+        ),
+        "filter": filter_name,
+        "query": query,
+        "filters": [(key, label, counts[key]) for key, label in FILTERS.items()],
+        "recent": recently_ended(minutes),
+        "recent_minutes": minutes,
+        "overall": read_overall_upstream(),
+    }
+
+
+def recent_minutes() -> int:
+    from django.conf import settings
+
+    return int(settings.MEETINGDASH_RECENT_MINUTES)
+
+
+def is_recently_ended(view: SessionView, minutes: int) -> bool:
+    return (
+        view.is_terminal
+        and view.ended_at is not None
+        and (view.now - view.ended_at) <= timedelta(minutes=minutes)
+    )
 
 
 @dataclass
@@ -816,6 +976,8 @@ REGIONS_BY_KIND: dict[str, frozenset[str]] = {
     EventKind.JOINED: frozenset({"header", "participants", "svg"}),
     EventKind.LEFT: frozenset({"header", "participants", "svg"}),
     EventKind.GAP: frozenset({"svg"}),
+    # A link note: a link that failed for good changes the header and the failure panel.
+    EventKind.STREAM: frozenset({"header", "failure"}),
 }
 
 

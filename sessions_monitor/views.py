@@ -42,15 +42,10 @@ def _list_context(request: HttpRequest, watch_form: WatchForm | None = None) -> 
     if filter_name not in presentation.FILTERS:
         filter_name = "live"
     query = request.GET.get("q", "").strip()[:200]
-    page = presentation.search_sessions(
-        filter_name=filter_name, query=query, page_number=request.GET.get("page")
-    )
     return {
-        "page_obj": page,
-        "filter": filter_name,
-        "query": query,
-        "filters": list(presentation.FILTERS.items()),
-        "overall": presentation.read_overall_upstream(),
+        **presentation.list_page(
+            filter_name=filter_name, query=query, page_number=request.GET.get("page")
+        ),
         "watch_form": watch_form or WatchForm(),
         "live_url": presentation.LIVE_LIST_URL,
     }

@@ -401,12 +401,37 @@ async def test_list_hello_renders_the_list_and_summaries_move_rows(
     frame = await receive_until(communicator, "mbsess_l_old")
     assert '<article id="session-mbsess_l_old" hx-swap-oob="delete"></article>' in frame
 
-    # Activity on a shown session moves it to the top: removed, then inserted first.
+    # Activity on a shown session updates it in place: rows keep their order.
     await fresh_channel_layer.group_send(
         SESSIONS_GROUP, {"type": "sessions.summary", **session_summary(new)}
     )
     frame = await receive_until(communicator, "mbsess_l_new")
-    assert frame.index('hx-swap-oob="delete"') < frame.index("afterbegin:#session-rows")
+    assert '<article id="session-mbsess_l_new" class="session-row" role="listitem"' in frame
+    assert "afterbegin:#session-rows" not in frame and 'hx-swap-oob="delete"' not in frame
+    await communicator.disconnect()
+
+
+async def test_a_session_failing_on_live_moves_to_recently_ended_with_its_code(
+    fresh_channel_layer: Any, user: User
+) -> None:
+    failing = await database_sync_to_async(make_session)("mbsess_l_fail", bot_name="Standup")
+    communicator = await connect("/ws/sessions/", user)
+    await communicator.send_to(text_data=json.dumps({"filter": "live", "q": "", "page": "1"}))
+    first = await receive_until(communicator, 'id="recent-ended"')
+    assert 'id="session-mbsess_l_fail"' in first
+
+    failing.status, failing.error_code = "failed", "JOIN_TIMEOUT"
+    failing.ended_at = timezone.now()
+    await database_sync_to_async(failing.save)()
+    await fresh_channel_layer.group_send(
+        SESSIONS_GROUP, {"type": "sessions.summary", **session_summary(failing)}
+    )
+    frame = await receive_until(communicator, "recent-mbsess_l_fail")
+    assert '<article id="session-mbsess_l_fail" hx-swap-oob="delete"></article>' in frame
+    assert 'hx-swap-oob="afterbegin:#recent-rows"' in frame and "JOIN_TIMEOUT" in frame
+    assert "could not get into the meeting in time" in frame  # the code's meaning
+    assert "Standup failed (JOIN_TIMEOUT): moved to Recently ended." in frame
+    assert 'id="filter-chips"' in frame  # counts follow
     await communicator.disconnect()
 
 
@@ -498,7 +523,7 @@ async def test_live_frames_re_send_only_the_regions_an_event_can_change(
     communicator = await connect("/ws/sessions/mbsess_parts/", user)
     await communicator.send_to(text_data=json.dumps({"after": 0}))
     await asyncio.sleep(0.1)
-    note = await database_sync_to_async(store)("mbsess_parts", 1, kind="stream", note="live")
+    note = await database_sync_to_async(store)("mbsess_parts", 1, kind="anomaly", note="odd")
     await broadcast(fresh_channel_layer, "mbsess_parts", note)
     frame = (await frames_until(communicator, 1))[-1]
     assert 'id="live-after"' in frame and 'value="1"' in frame

@@ -120,8 +120,13 @@ def test_upstream_freshness_states() -> None:
     idle_but_over = p.upstream_freshness("idle", since=None, retry_at=None, terminal=True, now=T0)
     assert idle_but_over.state == "ended"
 
-    failed = p.upstream_freshness("failed", since=T0, retry_at=None, error="401", now=T0)
-    assert failed.stale and failed.detail == "401"
+    failed = p.upstream_freshness("failed", since=T0, retry_at=None, error="not_found", now=T0)
+    assert (failed.state, failed.text, failed.stale) == ("failed", "Lost contact", True)
+    assert failed.detail == "Meeting Buddy no longer knows this session."
+    odd = p.upstream_freshness("failed", since=T0, retry_at=None, error="client_error", now=T0)
+    assert odd.detail == "Meeting Buddy refused the status stream (client_error)."
+    over = p.upstream_freshness("failed", since=T0, retry_at=None, terminal=True, now=T0)
+    assert over.state == "ended", "a session that ended has not lost anything"
     assert p.upstream_freshness("connecting", since=T0, retry_at=None, now=T0).stale
     assert p.upstream_freshness("idle", since=None, retry_at=None, now=T0).stale
 
@@ -136,6 +141,17 @@ def test_overall_upstream_reports_the_worst_link() -> None:
     two = p.overall_upstream([retry, later, live])
     assert two.text == "2 upstream links retrying" and two.stale_since == T0
     assert p.overall_upstream([]).state == "none"
+
+
+def test_links_that_lost_contact_are_counted_beside_the_retrying_ones() -> None:
+    live = p.upstream_freshness("live", since=T0, retry_at=None, now=T0)
+    retry = p.upstream_freshness("retrying", since=T0, retry_at=None, now=T0)
+    lost = p.upstream_freshness("failed", since=T0, retry_at=None, error="not_found", now=T0)
+    only_lost = p.overall_upstream([live, lost, lost])
+    assert (only_lost.state, only_lost.text, only_lost.stale) == ("lost", "2 lost contact", False)
+    both = p.overall_upstream([lost, retry])
+    assert (both.state, both.stale) == ("retrying", True)
+    assert both.text == "Upstream retrying · 1 lost contact"
 
 
 def _event(seq: int, kind: str, at: datetime, **fields: str) -> p.TimelineEvent:
@@ -259,4 +275,6 @@ def test_regions_for_event_kinds() -> None:
         "svg",
         "participants",
     }
-    assert p.regions_for(["stream", "close", "anomaly"]) == frozenset()
+    assert p.regions_for(["close", "anomaly"]) == frozenset()
+    # A link note may mean the link failed for good: the header and panel say "lost contact".
+    assert p.regions_for(["stream"]) == {"header", "failure"}
