@@ -9,7 +9,9 @@ import json
 import uuid
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from sessions_monitor import services
 from sessions_monitor.models import MeetingSession, Presence, SessionEvent
