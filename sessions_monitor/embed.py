@@ -33,7 +33,7 @@ MAX_DAYS = 3650
 _MAX_EXP = 2**36
 _EPOCH = dt.datetime.fromtimestamp(0, tz=dt.UTC)
 WIDGET_WIDTH = 300
-WIDGET_HEIGHT = 80
+WIDGET_HEIGHT = 100
 # scheme://host[:port], host may be a wildcard subdomain as CSP allows (https://*.example.com).
 _ORIGIN_RE = re.compile(r"https?://((\*\.)?[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\])(:[0-9]{1,5})?")
 
@@ -127,12 +127,15 @@ def widget_path(session_id: str, token: str) -> str:
 def iframe_markup(url: str) -> str:
     """The snippet as plain text: templates escape it to show it, never run it by accident.
     (Its inline style is for the embedding page; our own preview uses a class instead.)"""
-    # sandbox keeps the widget from navigating or opening popups in the embedding page;
-    # allow-same-origin keeps its own origin so its live socket passes the origin check.
+    # sandbox keeps the widget from navigating the embedding page; allow-same-origin keeps
+    # its own origin so its live socket passes the origin check; allow-popups lets its
+    # optional "Open in MeetingDash" link (link=1) open a new tab.
     return (
         f'<iframe src="{escape(url)}" title="Meeting bot status" width="{WIDGET_WIDTH}" '
         f'height="{WIDGET_HEIGHT}" style="border:0;overflow:hidden" loading="lazy" '
-        'referrerpolicy="no-referrer" sandbox="allow-scripts allow-same-origin"></iframe>'
+        'referrerpolicy="no-referrer" '
+        'sandbox="allow-scripts allow-same-origin allow-popups allow-popups-to-escape-sandbox">'
+        "</iframe>"
     )
 
 

@@ -29,7 +29,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from sessions_monitor import access, embed, limits, selectors
-from sessions_monitor.consumers import CLOSE_FEED_LOST, CLOSE_TRY_AGAIN, HUB_ONLY
+from sessions_monitor.consumers import CLOSE_FEED_LOST, CLOSE_TRY_AGAIN, HUB_ONLY, KEEPALIVE
 from sessions_monitor.embed_views import render_badge
 from sessions_monitor.hub import Hub, HubMessage, HubUnavailable, Subscription, get_hub
 
@@ -199,10 +199,12 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
             self.occupancy = None
 
     async def recheck(self) -> None:
-        """Close (saying so) once the link is revoked; keep the slot alive meanwhile."""
+        """Close (saying so) once the link is revoked; keep the slot alive meanwhile; and a
+        keepalive each time, so the widget can tell a quiet socket from a dead one."""
         assert self.occupancy is not None
         while True:
             await asyncio.sleep(access.check_interval())
+            await self.send(text_data=KEEPALIVE)
             if not await access.still_valid(self.credential):
                 if self.pump is not None:
                     self.pump.cancel()

@@ -13,6 +13,7 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
@@ -21,6 +22,7 @@ from sessions_monitor import embed, presentation, selectors
 from sessions_monitor.services import InvalidSessionId, validate_session_id
 
 BADGE_TEMPLATE = "sessions_monitor/embed.html#badge"
+THEMES = ("auto", "light", "dark")
 
 
 def badge_context(summary: dict[str, Any] | None, session_id: str) -> dict[str, Any]:
@@ -61,9 +63,14 @@ def session_widget(request: HttpRequest, session_id: str) -> HttpResponse:
     except embed.InvalidEmbedToken:
         return _refused(request)
     token = request.GET["token"]
+    theme = request.GET.get("theme", "auto")
     context = {
         **badge_context(selectors.session_snapshot(grant.session_id), grant.session_id),
         "live_url": embed.live_path(grant.session_id, token),
+        "theme": theme if theme in THEMES else "auto",
+        # Opens the session page (which asks who you are): for embedders whose viewers log in.
+        "show_link": request.GET.get("link") == "1",
+        "session_url": request.build_absolute_uri(reverse("session-detail", args=[session_id])),
     }
     return _widget_security_headers(render(request, "sessions_monitor/embed.html", context))
 
