@@ -181,6 +181,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.getenv("DJANGO_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# Times to the second with their zone everywhere (the admin included): meetingdash/formats.
+FORMAT_MODULE_PATH = ["meetingdash.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

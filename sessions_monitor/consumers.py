@@ -56,6 +56,7 @@ CLOSE_TOO_MANY = 4429
 CLOSE_FEED_LOST = 1012
 CLOSE_TRY_AGAIN = 1013
 REPLAY_LIMIT = 1000
+TIMELINE_TICK_SECONDS = 30.0
 MAX_BATCH = 2000
 PER_PAGE = 25
 
@@ -274,11 +275,30 @@ class SessionDetailConsumer(_LiveConsumer):
     def accepted(self) -> None:
         self.last_badge = ""
         self.badges = asyncio.ensure_future(self._guard(self._badges()))
+        self.ticks = asyncio.ensure_future(self._guard(self._timeline_ticks()))
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "badges"):
-            self.badges.cancel()
+        for task in (getattr(self, "badges", None), getattr(self, "ticks", None)):
+            if task is not None:
+                task.cancel()
         await super().disconnect(code)
+
+    async def _timeline_ticks(self) -> None:
+        """The timeline's right edge is "now": redraw it while the session goes on, so open
+        bars grow with the clock between events. One read and render per process per tick,
+        shared by every viewer of the session (`single_flight` on the tick's bucket)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TIMELINE_TICK_SECONDS)
+            bucket = int(loop.time() // TIMELINE_TICK_SECONDS)
+            html = await single_flight(
+                ("svg", self.session_id, bucket),
+                lambda: render_timeline(self.session_id),
+                not_before=bucket * TIMELINE_TICK_SECONDS,
+            )
+            if html is None:
+                return  # ended: its timeline no longer moves
+            await self.send(text_data=html)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         after = parse_after(text_data)
@@ -523,6 +543,15 @@ async def replay(session_id: str, after: int) -> tuple[str, int]:
     context["after"] = last
     rows = render_to_string(f"{DETAIL}#live-rows", {"events": history})
     return rows + render_to_string(f"{DETAIL}#live-regions", context), last
+
+
+async def render_timeline(session_id: str) -> str | None:
+    """The SVG timeline region as of now (None once the session has ended)."""
+    detail = await database_sync_to_async(presentation.read_detail)(session_id)
+    if detail is None or detail.session.is_terminal or detail.session.lost_contact:
+        return None
+    context = {**presentation.detail_context(detail), "oob": True}
+    return str(render_to_string(f"{DETAIL}#svg-timeline", context))
 
 
 async def reload(session_id: str) -> tuple[str, int]:

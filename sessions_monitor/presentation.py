@@ -524,6 +524,7 @@ class TimelineEvent:
     raw: str
     note: str
     gap_started_at: datetime | None = None
+    upstream_at: datetime | None = None  # Meeting Buddy's own timestamp, when it sent one
 
     @property
     def status_label(self) -> str:
@@ -587,6 +588,7 @@ def timeline_event(data: dict[str, Any]) -> TimelineEvent:
         raw=str(data.get("raw") or ""),
         note=str(data.get("note") or ""),
         gap_started_at=as_datetime(data.get("gap_started_at")),
+        upstream_at=as_datetime(data.get("upstream_timestamp") or data.get("timestamp")),
     )
 
 
@@ -623,6 +625,20 @@ class PresenceRow:
     left_at: datetime | None
     join_seq: int
     stayed: str
+    how_joined: str = ""  # "" (a join we saw), "present when watching began", "seen after a gap"
+
+    @property
+    def joined_label(self) -> str:
+        return self.how_joined.capitalize() if self.how_joined else "Joined"
+
+
+def how_joined(note: str) -> str:
+    """How we learnt of a join: from the stream, or inferred from the session object."""
+    if note.startswith("already in the meeting"):
+        return "present when watching began"
+    if note.startswith("seen after a gap"):
+        return "seen after a gap"
+    return ""
 
 
 @dataclass
@@ -927,6 +943,7 @@ def read_detail(session_id: str, now: datetime | None = None) -> SessionDetail |
     if session is None:
         return None
     events = read_events(session_id)
+    notes = {event.seq: event.note for event in events if event.kind == EventKind.JOINED}
     presences = [
         PresenceRow(
             row["participant_name"],
@@ -934,6 +951,7 @@ def read_detail(session_id: str, now: datetime | None = None) -> SessionDetail |
             row["left_at"],
             row["join_seq"],
             format_duration(((row["left_at"] or session.now) - row["joined_at"]).total_seconds()),
+            how_joined(notes.get(row["join_seq"], "")),
         )
         for row in Presence.objects.filter(session_id=session_id)
         .order_by("joined_at", "join_seq")
@@ -999,4 +1017,5 @@ def detail_context(detail: SessionDetail, *, resynced: bool = False) -> dict[str
         "failed_from_label": detail.session.failed_from_label,
         "live_url": live_detail_url(detail.session.session_id),
         "resynced": resynced,
+        "time_zone": timezone.get_current_timezone_name(),
     }
