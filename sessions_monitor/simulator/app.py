@@ -60,6 +60,7 @@ ROUTES = (
     _route(rf"{API}/analytics/active", GET="analytics_active"),
     _route(r"/_control/sessions", True, POST="control_create"),
     _route(rf"/_control/sessions/{SESSION}/emit", True, POST="control_emit"),
+    _route(rf"/_control/sessions/{SESSION}", True, DELETE="control_forget"),
     _route(
         r"/_control/faults",
         True,
@@ -295,6 +296,11 @@ class SimulatorApp:
                 "events": [{"seq": e.seq, "event": e.name, "data": e.data} for e in events],
             }
         )
+
+    async def control_forget(self, request: Request, session_id: str) -> Response:
+        if not self.simulator.forget(session_id):
+            return _not_found(session_id)
+        return json_response({"forgotten": session_id})
 
     async def control_faults(self, request: Request) -> Response:
         faults = self.simulator.faults

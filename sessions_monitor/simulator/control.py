@@ -79,6 +79,10 @@ class SimulatorControl:
         body = _fault_body(session_id, knobs)
         return dict(_json(self._client.post("/_control/faults", json=body)))
 
+    def forget(self, session_id: str) -> None:
+        """The upstream no longer knows the session: 404 from now on, its streams cut."""
+        _json(self._client.delete(f"/_control/sessions/{session_id}"))
+
     def reset_faults(self, session_id: str | None = None) -> None:
         params = {"session_id": session_id} if session_id else None
         _json(self._client.delete("/_control/faults", params=params))
@@ -126,6 +130,9 @@ class AsyncSimulatorControl:
     async def set_faults(self, session_id: str | None = None, **knobs: Any) -> dict[str, Any]:
         body = _fault_body(session_id, knobs)
         return dict(_json(await self._client.post("/_control/faults", json=body)))
+
+    async def forget(self, session_id: str) -> None:
+        _json(await self._client.delete(f"/_control/sessions/{session_id}"))
 
     async def reset_faults(self, session_id: str | None = None) -> None:
         params = {"session_id": session_id} if session_id else None

@@ -249,6 +249,16 @@ class Simulator:
         self.apply_step(session_id, Step(status="completed"))
         return session
 
+    def forget(self, session_id: str) -> bool:
+        """As if the upstream lost the session: it answers 404 from now on, and its open
+        streams end (cut, without `close`). True when it existed."""
+        session = self._sessions.pop(session_id, None)
+        self._scripts.pop(session_id, None)
+        self._due.pop(session_id, None)
+        for subscription in self._subscribers.pop(session_id, set()):
+            subscription.queue.put_nowait(None)
+        return session is not None
+
     def _require(self, session_id: str) -> SimSession:
         session = self._sessions.get(session_id)
         if session is None:

@@ -6,6 +6,12 @@
   var SILENCE_MS = 25000;
   var lastMessage = Date.now();
   var open = false;
+  var wrapper = null;
+
+  // The extension's default backoff grows to 64 s; a status badge should be back within 5 s.
+  htmx.config.wsReconnectDelay = function (retries) {
+    return Math.random() * Math.min(5000, 500 * Math.pow(2, retries));
+  };
 
   function main() { return document.querySelector("main.embed"); }
 
@@ -23,7 +29,8 @@
     else set("reconnecting", "reconnecting…");
   }
 
-  document.addEventListener("htmx:wsOpen", function () {
+  document.addEventListener("htmx:wsOpen", function (evt) {
+    wrapper = evt.detail.socketWrapper;
     open = true;
     lastMessage = Date.now();
     set("live", "");
@@ -35,7 +42,11 @@
   document.addEventListener("htmx:wsClose", notLive);
   document.addEventListener("htmx:wsError", notLive);
   window.addEventListener("offline", notLive);
-  window.addEventListener("online", function () { if (!open) set("reconnecting", "reconnecting…"); });
+  window.addEventListener("online", function () {
+    if (open) return;
+    set("reconnecting", "reconnecting…");
+    if (wrapper) wrapper.reconnect();
+  });
   setInterval(function () {
     if (open && Date.now() - lastMessage > SILENCE_MS) notLive();
   }, 1000);

@@ -1,0 +1,216 @@
+"""Live truth (issue 11), in a real Chromium against a real `serve`: a failure never slips by
+unseen, a dead link never looks alive, the widget says when it is cut off, no event is
+dropped for its size, and the admin's own links lead to full session pages."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessions_monitor import embed
+from sessions_monitor.textfit import LIMITS
+from tests.e2e.dash import (
+    Dash,
+    dash_env,
+    log_in,
+    new_session,
+    open_live,
+    prepare_database,
+    screenshot,
+    serve,
+)
+from tests.support import free_port, service_missing
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_session_failing_while_live_is_open_stays_visible_with_its_code(
+    dash: Dash, context: Any
+) -> None:
+    assert dash.control is not None
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    session_id = new_session(dash, page, bot_name="Quarterly review")
+    dash.control.emit(session_id, status="recording")
+    open_live(page, f"{dash.base_url}/?filter=live")
+    page.locator(f"#session-{session_id}").wait_for()
+
+    dash.control.emit(
+        session_id,
+        status="failed",
+        error_code="JOIN_TIMEOUT",
+        error_message="the bot could not join",
+    )
+    recent = page.locator(f"#recent-{session_id}")
+    recent.wait_for(timeout=5000)
+    page.locator(f"#session-{session_id}").wait_for(state="detached", timeout=5000)
+    code = recent.locator(".error-code")
+    assert code.inner_text() == "JOIN_TIMEOUT"
+    assert "could not get into the meeting in time" in (code.get_attribute("title") or "")
+    assert "Failed" in recent.inner_text()
+    assert "Quarterly review failed (JOIN_TIMEOUT)" in page.locator("#live-announcer").inner_text()
+    assert (
+        page.locator("#filter-chips .chip", has_text="Failed").locator(".chip-count").inner_text()
+        != "0"
+    )
+    screenshot(page, "live-recently-failed.png")
+
+    # Searching for the code finds it; failed rows show it everywhere.
+    page.goto(f"{dash.base_url}/?filter=all&q=JOIN_TIMEOUT")
+    row = page.locator(f"#session-{session_id}")
+    row.wait_for()
+    assert row.locator(".error-code").inner_text() == "JOIN_TIMEOUT"
+
+
+def test_a_session_the_upstream_forgets_is_shown_as_lost_contact_and_leaves_live(
+    dash: Dash, context: Any
+) -> None:
+    assert dash.control is not None
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    session_id = new_session(dash, page, bot_name="Forgotten bot")
+    dash.control.emit(session_id, status="recording")
+    open_live(page, f"{dash.base_url}/?filter=live")
+    page.locator(f"#session-{session_id}").wait_for()
+
+    dash.control.forget(session_id)  # Meeting Buddy answers 404 for it from now on
+    page.locator(f"#session-{session_id}").wait_for(state="detached", timeout=10_000)
+    assert "lost contact" in page.locator("#live-announcer").inner_text()
+    attention = page.locator("#filter-chips .chip", has_text="Needs attention")
+    assert attention.locator(".chip-count").inner_text() != "0"
+    assert "lost contact" in page.locator("#upstream-link").inner_text().lower()
+
+    page.goto(f"{dash.base_url}/?filter=attention")
+    row = page.locator(f"#session-{session_id}")
+    row.wait_for()
+    assert "Lost contact" in row.inner_text() and "last known: Recording" in row.inner_text()
+
+    open_live(page, f"{dash.base_url}/sessions/{session_id}/")
+    assert page.locator("#lost-banner").is_visible()
+    assert not page.locator("#stale-banner").is_visible()
+    panel = page.locator("#failure-panel")
+    assert "Meeting Buddy no longer knows this session" in panel.inner_text()
+    assert "last known" in panel.inner_text()
+    duration = page.locator("#session-header [data-elapsed-from]")
+    assert duration.get_attribute("data-elapsed-to"), "the duration stopped when contact was lost"
+    screenshot(page, "session-lost-contact.png")
+
+
+def test_the_widget_stops_saying_live_within_seconds_of_being_cut_off(
+    dash: Dash, context: Any
+) -> None:
+    assert dash.control is not None
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    session_id = new_session(dash, page, bot_name="Embedded bot")
+    dash.control.emit(session_id, status="recording")
+    widget = context.new_page()
+    widget.set_viewport_size({"width": embed.WIDGET_WIDTH, "height": embed.WIDGET_HEIGHT})
+    widget.goto(f"{dash.base_url}{embed.widget_path(session_id, embed.make_token(session_id))}")
+    widget.locator('main[data-link="live"]').wait_for()
+    assert widget.locator("#embed-badge .status").inner_text() == "Recording"
+    assert not widget.locator("#embed-offline").is_visible()
+
+    context.set_offline(True)
+    widget.locator('main[data-link="offline"]').wait_for(timeout=5000)
+    note = widget.locator("#embed-offline")
+    assert note.is_visible() and "Not live" in note.inner_text()
+    dot = widget.locator("#embed-badge .dot")
+    assert dot.evaluate("el => getComputedStyle(el).animationName") == "none"
+    screenshot(widget, "widget-offline.png")
+
+    context.set_offline(False)
+    widget.locator('main[data-link="live"]').wait_for(timeout=15_000)
+    assert not widget.locator("#embed-offline").is_visible()
+
+
+def test_the_widget_follows_the_theme_parameter(dash: Dash, context: Any) -> None:
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    session_id = new_session(dash, page)
+    token = embed.make_token(session_id)
+    colours = {}
+    for theme in ("light", "dark"):
+        page.goto(f"{dash.base_url}{embed.widget_path(session_id, token)}&theme={theme}")
+        colours[theme] = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert colours["light"] != colours["dark"]
+    page.goto(f"{dash.base_url}{embed.widget_path(session_id, token)}&link=1")
+    link = page.locator("a.open-link")
+    assert link.get_attribute("href", timeout=5000).endswith(f"/sessions/{session_id}/")
+
+
+def test_the_admin_session_page_reached_by_clicking_in_the_changelist_is_complete(
+    dash: Dash, context: Any
+) -> None:
+    assert dash.control is not None
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    session_id = new_session(dash, page, bot_name="Audited bot")
+    for step in ({"status": "recording"}, {"join": "Alice"}, {"leave": "Alice"}):
+        dash.control.emit(session_id, **step)
+    page.goto(f"{dash.base_url}/admin/sessions_monitor/meetingsession/?q={session_id}")
+    page.locator(f"th.field-session_id a:text-is('{session_id}')").click()
+    page.wait_for_load_state()
+    page.locator("#session-timeline svg").wait_for()
+    assert page.locator("#session-events tbody tr").count() >= 4
+    assert "Alice" in page.locator("#session-presences tbody").inner_text()
+
+
+@pytest.fixture
+def dash_on_postgres(tmp_path: Path) -> Iterator[Dash]:
+    """The dashboard on a scratch PostgreSQL database, where column limits apply."""
+    import os
+
+    import psycopg
+
+    admin_url = os.getenv("MEETINGDASH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name = f"meetingdash_truth_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        service_missing(f"PostgreSQL unreachable at {admin_url}: {type(exc).__name__}")
+    from sessions_monitor.simulator.control import SimulatorControl
+
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            env = dash_env(
+                tmp_path / "unused.sqlite3", DATABASE_URL=admin_url.rsplit("/", 1)[0] + f"/{name}"
+            )
+            prepare_database(env)
+            port = free_port()
+            with serve(env, port) as process:
+                control = SimulatorControl(process.base_url + "/_simulator")
+                try:
+                    yield Dash(process.base_url, tmp_path / "unused.sqlite3", control, process)
+                finally:
+                    control.close()
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+def test_a_ten_thousand_character_name_on_postgresql_is_stored_cut_and_the_next_event_arrives(
+    dash_on_postgres: Dash, context: Any
+) -> None:
+    dash = dash_on_postgres
+    assert dash.control is not None
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    session_id = f"mbsess_e2e{uuid.uuid4().hex[:10]}"
+    dash.control.create_session(session_id=session_id, manual=True)
+    page.goto(f"{dash.base_url}/?filter=all")
+    page.locator(f"#session-{session_id}").wait_for(timeout=15_000)
+    dash.control.emit(session_id, status="recording")
+    open_live(page, f"{dash.base_url}/sessions/{session_id}/")
+    dash.control.emit(session_id, join="Ω" * 10_000)
+    dash.control.emit(session_id, join="Next")
+    people = page.locator("#participants .person")
+    people.filter(has_text="Next").wait_for(timeout=5000)
+    names = people.all_inner_texts()
+    long_name = next(name for name in names if name.startswith("Ω"))
+    assert len(long_name) == LIMITS["participant_name"] and "[cut, 10,000 characters]" in long_name
