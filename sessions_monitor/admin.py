@@ -334,6 +334,16 @@ def session_search(term: str) -> Q:
     return Q(session_id__in=bots.values("session_id").union(people.values("session_id")))
 
 
+class LabelledValuesFilter(admin.AllValuesFieldListFilter):
+    """The field's values as choices, the empty one named (an empty link names nothing)."""
+
+    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:
+        for choice in super().choices(changelist):
+            if choice.get("display") == "":
+                choice = {**choice, "display": "(none)"}
+            yield choice
+
+
 # --- sessions ----------------------------------------------------------------------------------
 
 
@@ -351,9 +361,9 @@ class MeetingSessionAdmin(HistoryAdmin):
         "error_code",
     )
     list_filter = (
-        "status",
-        "platform",
-        "error_code",
+        ("status", LabelledValuesFilter),
+        ("platform", LabelledValuesFilter),
+        ("error_code", LabelledValuesFilter),
         "started_at",
         "watched",
         "stream_state",
