@@ -337,7 +337,7 @@ def session_search(term: str) -> Q:
 class LabelledValuesFilter(admin.AllValuesFieldListFilter):
     """The field's values as choices, the empty one named (an empty link names nothing)."""
 
-    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:
+    def choices(self, changelist: Any) -> Iterator[Any]:
         for choice in super().choices(changelist):
             if choice.get("display") == "":
                 choice = {**choice, "display": "(none)"}
