@@ -214,3 +214,34 @@ def test_a_ten_thousand_character_name_on_postgresql_is_stored_cut_and_the_next_
     names = people.all_inner_texts()
     long_name = next(name for name in names if name.startswith("Ω"))
     assert len(long_name) == LIMITS["participant_name"] and "[cut, 10,000 characters]" in long_name
+
+
+def test_times_are_unambiguous_and_presence_says_how_it_was_learnt(
+    dash: Dash, context: Any
+) -> None:
+    import re
+
+    assert dash.control is not None
+    session_id = f"mbsess_e2e{uuid.uuid4().hex[:10]}"
+    # People already in the meeting before MeetingDash watches it.
+    dash.control.create_session(session_id=session_id, manual=True)
+    for step in ({"status": "recording"}, {"join": "Early Bird"}):
+        dash.control.emit(session_id, **step)
+    page = context.new_page()
+    log_in(page, dash.base_url)
+    page.goto(f"{dash.base_url}/?filter=all")
+    page.locator(f"#session-{session_id}").wait_for(timeout=15_000)
+    open_live(page, f"{dash.base_url}/sessions/{session_id}/")
+    dash.control.emit(session_id, join="Late Comer")
+    rows = page.locator(".presence-table tbody tr")
+    rows.filter(has_text="Late Comer").wait_for(timeout=5000)
+    early = rows.filter(has_text="Early Bird")
+    assert "Present when watching began" in early.inner_text()
+    assert "Present when watching began" not in rows.filter(has_text="Late Comer").inner_text()
+    assert early.locator("[data-elapsed-from]").count() == 1, "an open presence keeps counting"
+    absolute = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)? \w+")
+    # Every time says its date and zone: on hover (title), or in its own text.
+    shown = page.locator("#main time").evaluate_all(
+        "els => els.map(e => e.title + ' | ' + e.textContent)"
+    )
+    assert shown and all(absolute.search(text) for text in shown), shown
