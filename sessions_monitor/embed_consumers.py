@@ -9,9 +9,10 @@ is rendered to badge HTML once per process (`HubMessage.render`), so a thousand 
 the same session cost one render, not a thousand.
 
 Badges need the session's state after each change, which `sessions.summary` carries (event
-messages do not). The hub hands every summary to every subscriber of that key, so the widgets
-of a process share ONE summaries subscription (`BadgeFeed`) that routes each summary to the
-widgets of its session only: a summary of session A never wakes the widgets of session B.
+messages do not). Each widget subscribes to its own session's summaries
+(`Hub.subscribe_summaries`): the process joins the summaries group once, and a summary of
+session A never wakes the widgets of session B. A badge shows only the latest state, so of
+what queued up while a socket was busy only the newest summary is sent.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -29,9 +29,16 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from sessions_monitor import access, embed, limits, selectors
-from sessions_monitor.consumers import CLOSE_FEED_LOST, CLOSE_TRY_AGAIN, HUB_ONLY, KEEPALIVE
-from sessions_monitor.embed_views import render_badge
-from sessions_monitor.hub import Hub, HubMessage, HubUnavailable, Subscription, get_hub
+from sessions_monitor.consumers import (
+    CLOSE_FEED_LOST,
+    CLOSE_TRY_AGAIN,
+    HUB_ONLY,
+    KEEPALIVE,
+    next_batch,
+)
+from sessions_monitor.embed_views import render_widget_badge
+from sessions_monitor.hub import HubUnavailable, Subscription, get_hub
+from sessions_monitor.messages import HubMessage
 
 logger = logging.getLogger(__name__)
 
@@ -46,95 +53,7 @@ CLOSE_TOO_MANY = 4429
 
 
 def badge_of(message: HubMessage) -> str:
-    return render_badge(message.data, message.data.get("session_id") or message.session_id or "")
-
-
-class LatestOnly:
-    """A one-slot mailbox: a newer state replaces one not yet sent. A badge shows only the
-    latest state, so a slow socket skips intermediate ones instead of queueing them."""
-
-    def __init__(self) -> None:
-        self._message: HubMessage | None = None
-        self._ready = asyncio.Event()
-
-    def put(self, message: HubMessage) -> None:
-        self._message = message
-        self._ready.set()
-
-    async def get(self) -> HubMessage:
-        while self._message is None:
-            self._ready.clear()
-            await self._ready.wait()
-        message, self._message = self._message, None
-        return message
-
-
-class BadgeFeed:
-    """The widgets of one process (event loop): one hub subscription, routed by session id."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.boxes: dict[str, set[LatestOnly]] = {}
-        self.subscription: Subscription | None = None
-        self.task: asyncio.Task[None] | None = None
-        self._starting = asyncio.Lock()
-
-    async def join(self, session_id: str) -> LatestOnly:
-        """Returns once this process receives the summaries: later changes reach the box."""
-        box = LatestOnly()
-        self.boxes.setdefault(session_id, set()).add(box)
-        try:
-            async with self._starting:
-                if self.subscription is None:
-                    self.subscription = await self.hub.subscribe(None, kind="widgets")
-                    self.task = asyncio.create_task(
-                        self._route(self.subscription), name="embed-feed"
-                    )
-        except BaseException:
-            self.leave(session_id, box)
-            raise
-        return box
-
-    def leave(self, session_id: str, box: LatestOnly) -> None:
-        boxes = self.boxes.get(session_id, set())
-        boxes.discard(box)
-        if not boxes:
-            self.boxes.pop(session_id, None)
-        if not self.boxes and self.subscription is not None:
-            self.subscription.close()
-            if self.task is not None:
-                self.task.cancel()
-            self.subscription = self.task = None
-
-    def widget_count(self) -> int:
-        return sum(len(boxes) for boxes in self.boxes.values())
-
-    async def _route(self, subscription: Subscription) -> None:
-        async for message in subscription:
-            if message.kind in ("resync", "lost"):
-                targets = [box for boxes in self.boxes.values() for box in boxes]
-            else:
-                targets = list(self.boxes.get(message.session_id or "", ()))
-            for box in targets:
-                box.put(message)
-            if message.kind == "lost":
-                # The next widget to join subscribes afresh (waiting for the feed to be back).
-                if self.subscription is subscription:
-                    self.subscription = self.task = None
-                return
-
-
-_feeds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BadgeFeed] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def get_badge_feed() -> BadgeFeed:
-    loop = asyncio.get_running_loop()
-    feed = _feeds.get(loop)
-    if feed is None:
-        feed = _feeds[loop] = BadgeFeed(get_hub())
-    return feed
+    return render_widget_badge(message.data, message.session_id or "")
 
 
 class EmbedBadgeConsumer(AsyncWebsocketConsumer):
@@ -142,7 +61,7 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
     session_id: str
     grant: embed.EmbedGrant
     credential: access.Credential
-    box: LatestOnly | None = None
+    summaries: Subscription | None = None
     pump: asyncio.Task[None] | None = None
     guard: asyncio.Task[None] | None = None
     occupancy: limits.Occupancy | None = None
@@ -175,7 +94,7 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
             return
         # Join before reading the snapshot: whatever changes after the read arrives.
         try:
-            self.box = await get_badge_feed().join(self.session_id)
+            self.summaries = await get_hub().subscribe_summaries(self.session_id, kind="widget")
         except HubUnavailable:
             await self.accept()
             await self.close(code=CLOSE_TRY_AGAIN)
@@ -191,9 +110,9 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self.box is not None:
-            get_badge_feed().leave(self.session_id, self.box)
-            self.box = None
+        if self.summaries is not None:
+            self.summaries.close()
+            self.summaries = None
         if self.occupancy is not None:
             await self.occupancy.release()
             self.occupancy = None
@@ -219,30 +138,36 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
     async def send_snapshot(self) -> None:
         snapshot = await database_sync_to_async(selectors.session_snapshot)(self.session_id)
         self.shown_seq = int((snapshot or {}).get("last_seq") or 0)
-        await self.send(text_data=render_badge(snapshot, self.session_id))
+        await self.send(text_data=render_widget_badge(snapshot, self.session_id))
 
     async def forward(self) -> None:
-        assert self.box is not None
+        assert self.summaries is not None
         expires_in = self.grant.expires_at.timestamp() - time.time()
         try:
             async with asyncio.timeout(max(expires_in, 0)):
                 while True:
-                    await self.forward_one(await self.box.get())
+                    batch = await next_batch(self.summaries)
+                    if batch:
+                        await self.forward_latest(batch)
+        except StopAsyncIteration:
+            return  # the hub closed (shutting down)
         except TimeoutError:
             # Say so before closing: the ws extension does not reconnect on 4xxx codes, and
             # the last badge would otherwise stay up as if it were live.
             await self.send(text_data=render_to_string(EXPIRED_TEMPLATE))
             await self.close(code=CLOSE_EXPIRED)
 
-    async def forward_one(self, message: HubMessage) -> None:
-        if message.kind == "lost":
+    async def forward_latest(self, batch: list[HubMessage]) -> None:
+        """The badge after what was queued: only its newest state is worth sending."""
+        if any(message.kind == "lost" for message in batch):
             await self.close(code=CLOSE_FEED_LOST)
             return
-        if message.kind == "resync":
-            await self.send_snapshot()
-        elif message.kind == "summary" and message.session_id == self.session_id:
-            seq = int(message.data.get("last_seq") or 0)
-            if seq < self.shown_seq:
-                return
-            self.shown_seq = seq
-            await self.send(text_data=str(message.render(BADGE_KEY, badge_of)))
+        if any(message.kind == "resync" for message in batch):
+            await self.send_snapshot()  # read after the resync: newer than anything queued
+            return
+        latest = batch[-1]
+        seq = int(latest.data.get("last_seq") or 0)
+        if seq < self.shown_seq:
+            return
+        self.shown_seq = seq
+        await self.send(text_data=str(latest.render(BADGE_KEY, badge_of)))

@@ -33,7 +33,8 @@ def badge_context(summary: dict[str, Any] | None, session_id: str) -> dict[str, 
     }
 
 
-def render_badge(summary: dict[str, Any] | None, session_id: str) -> str:
+def render_widget_badge(summary: dict[str, Any] | None, session_id: str) -> str:
+    """The embeddable widget's badge (not the dashboard's upstream-link badge)."""
     return render_to_string(BADGE_TEMPLATE, badge_context(summary, session_id))
 
 

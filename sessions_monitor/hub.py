@@ -7,6 +7,11 @@ queue. A subscriber whose queue is full gets one `resync` message and nothing mo
 it has read it; it then reloads from stored history, so nobody is silently dropped and a
 slow reader never slows the others. The last local subscriber to leave releases the group.
 
+Every summary travels on the one `sessions` group. A subscriber of all of them (the list
+page) gets each; a subscriber of one session's (`subscribe_summaries`: the detail page's
+badge, the widget) gets only that session's, routed here by session id, so a thousand
+widgets on a thousand sessions do not each wake for every change of every session.
+
 Why not one group membership per subscriber: measured ~6x the CPU and latency at 1,000
 subscribers, and the in-memory layer degrades quadratically (shared/relay-performance.md).
 
@@ -25,20 +30,25 @@ import asyncio
 import logging
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, Literal
+from itertools import chain
+from typing import Any
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
 from sessions_monitor import telemetry
-from sessions_monitor.services import SESSIONS_GROUP, session_group
+from sessions_monitor.messages import (
+    SESSIONS_GROUP,
+    HubMessage,
+    is_stop,
+    parse_hub_message,
+    session_group,
+    stop_message,
+)
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["event", "summary", "resync", "lost"]
-Rendered = bytes | str
-STOP = "hub.stop"
 # Channel-layer group memberships expire (group_expiry, 1 day by default): re-add hourly.
 GROUP_REFRESH_SECONDS = 3600.0
 # How long `subscribe` waits for a feed that is (re)joining its group.
@@ -52,61 +62,24 @@ class HubUnavailable(RuntimeError):
     """The channel layer cannot be reached: this process cannot deliver live events now."""
 
 
-class HubMessage:
-    """One layer message, shared (read-only) by every local subscriber."""
+class Subscription:
+    """A bounded queue of HubMessages for one local subscriber.
 
-    __slots__ = ("kind", "session_id", "seq", "data", "session", "_rendered")
+    `key` names its feed (a session id, or None for the summaries); `only` restricts a
+    summaries subscription to one session's summaries (its feed's resync and lost still
+    reach it)."""
 
     def __init__(
         self,
-        kind: Kind,
-        session_id: str | None,
-        data: dict[str, Any],
-        seq: int | None = None,
-        session: dict[str, Any] | None = None,
+        hub: Hub,
+        key: str | None,
+        maxsize: int,
+        kind: str = "other",
+        only: str | None = None,
     ) -> None:
-        self.kind = kind
-        self.session_id = session_id
-        self.seq = seq
-        self.data = data
-        # Events: the session summary after the event (same fields as `sessions.summary`).
-        self.session = session
-        self._rendered: dict[str, Rendered] = {}
-
-    def render(self, key: str, fn: Callable[[HubMessage], Rendered]) -> Rendered:
-        """`fn(self)`, computed once per process per message and key, then shared."""
-        try:
-            return self._rendered[key]
-        except KeyError:
-            value = self._rendered[key] = fn(self)
-            return value
-
-    def __repr__(self) -> str:
-        return f"HubMessage({self.kind!r}, {self.session_id!r}, seq={self.seq})"
-
-    @classmethod
-    def from_layer(cls, message: dict[str, Any]) -> HubMessage | None:
-        kind = message.get("type")
-        if kind == "session.event":
-            return cls(
-                "event",
-                message["session_id"],
-                message["event"],
-                seq=message["seq"],
-                session=message.get("session"),
-            )
-        if kind == "sessions.summary":
-            data = {k: v for k, v in message.items() if k != "type"}
-            return cls("summary", data.get("session_id"), data)
-        return None
-
-
-class Subscription:
-    """A bounded queue of HubMessages for one local subscriber."""
-
-    def __init__(self, hub: Hub, key: str | None, maxsize: int, kind: str = "other") -> None:
         self._hub = hub
         self.key = key
+        self.only = only
         self.kind = kind
         self.maxsize = max(1, maxsize)
         self._queue: deque[HubMessage] = deque()
@@ -132,7 +105,7 @@ class Subscription:
         if self.closed or self._resync_pending:
             return
         self._queue.clear()
-        self._queue.append(HubMessage("resync", self.key, {"reason": reason}))
+        self._queue.append(HubMessage("resync", self.only or self.key, {"reason": reason}))
         self._resync_pending = True
         self.resyncs += 1
         self._hub.resyncs += 1
@@ -143,7 +116,7 @@ class Subscription:
         if self.closed:
             return
         self._queue.clear()
-        self._queue.append(HubMessage("lost", self.key, {"reason": reason}))
+        self._queue.append(HubMessage("lost", self.only or self.key, {"reason": reason}))
         self._resync_pending = True
         self._wake()
         self._hub._unsubscribe(self)
@@ -204,6 +177,8 @@ class _Feed:
     def __init__(self, group: str) -> None:
         self.group = group
         self.subscribers: set[Subscription] = set()
+        # The summaries feed: subscribers of one session's summaries, by session id.
+        self.routes: dict[str, set[Subscription]] = {}
         self.channel: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.alive = asyncio.Event()  # a member of the group, receiving
@@ -214,6 +189,22 @@ class _Feed:
         self.gaps = 0
         self.failures = 0
         self.released = False
+
+    def everyone(self) -> Iterator[Subscription]:
+        """Every subscriber, routed or not (a snapshot: callers may unsubscribe them)."""
+        routed = [subscription for group in self.routes.values() for subscription in group]
+        return chain(tuple(self.subscribers), routed)
+
+    def recipients(self, message: HubMessage) -> Iterator[Subscription]:
+        """Who gets `message`: the unrouted subscribers and those routed to its session."""
+        routed = self.routes.get(message.session_id or "", ())
+        return chain(tuple(self.subscribers), tuple(routed))
+
+    def empty(self) -> bool:
+        return not self.subscribers and not self.routes
+
+    def size(self) -> int:
+        return len(self.subscribers) + sum(len(routed) for routed in self.routes.values())
 
 
 class Hub:
@@ -239,13 +230,34 @@ class Hub:
         Returns once this process is a member of the group: anything stored after that
         reaches the subscription, so reading history afterwards leaves no gap.
         """
+        feed = self._feed(session_id)
+        subscription = Subscription(self, session_id, maxsize, kind)
+        feed.subscribers.add(subscription)
+        return await self._joined(feed, subscription)
+
+    async def subscribe_summaries(
+        self, session_id: str, *, maxsize: int = 1000, kind: str = "other"
+    ) -> Subscription:
+        """Subscribe to the summaries of one session only, like `subscribe` otherwise.
+
+        All summaries arrive on one group, which this process joins once: the hub routes
+        each to the subscribers of its session, so a summary of session A never wakes the
+        subscribers of session B (a detail page, a widget).
+        """
+        feed = self._feed(None)
+        subscription = Subscription(self, None, maxsize, kind, only=session_id)
+        feed.routes.setdefault(session_id, set()).add(subscription)
+        return await self._joined(feed, subscription)
+
+    def _feed(self, session_id: str | None) -> _Feed:
         feed = self._feeds.get(session_id)
         if feed is None:
             group = SESSIONS_GROUP if session_id is None else session_group(session_id)
             feed = self._feeds[session_id] = _Feed(group)
             feed.task = asyncio.create_task(self._read(feed), name=f"hub:{group}")
-        subscription = Subscription(self, session_id, maxsize, kind)
-        feed.subscribers.add(subscription)
+        return feed
+
+    async def _joined(self, feed: _Feed, subscription: Subscription) -> Subscription:
         try:
             async with asyncio.timeout(JOIN_TIMEOUT_SECONDS):
                 await feed.alive.wait()
@@ -259,10 +271,20 @@ class Hub:
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         feed = self._feeds.get(subscription.key)
-        if feed is None or subscription not in feed.subscribers:
+        if feed is None:
             return
-        feed.subscribers.discard(subscription)
-        if not feed.subscribers:
+        if subscription.only is None:
+            if subscription not in feed.subscribers:
+                return
+            feed.subscribers.discard(subscription)
+        else:
+            routed = feed.routes.get(subscription.only, set())
+            if subscription not in routed:
+                return
+            routed.discard(subscription)
+            if not routed:
+                del feed.routes[subscription.only]
+        if feed.empty():
             del self._feeds[subscription.key]
             task = asyncio.get_event_loop().create_task(self._release(feed))
             self._releases.add(task)
@@ -284,7 +306,7 @@ class Hub:
             return
         try:
             await self.layer.group_discard(feed.group, feed.channel)
-            await self.layer.send(feed.channel, {"type": STOP})
+            await self.layer.send(feed.channel, stop_message())
             if feed.task is not None:
                 await asyncio.wait({feed.task}, timeout=2)
         except Exception:
@@ -333,12 +355,12 @@ class Hub:
         refresh_at = loop.time() + GROUP_REFRESH_SECONDS
         while True:
             raw = await layer.receive(feed.channel)
-            if raw.get("type") == STOP:
+            if is_stop(raw):
                 return
             if loop.time() >= refresh_at:
                 await layer.group_add(feed.group, feed.channel)
                 refresh_at = loop.time() + GROUP_REFRESH_SECONDS
-            message = HubMessage.from_layer(raw)
+            message = parse_hub_message(raw)
             if message is None:
                 continue
             feed.messages += 1
@@ -370,12 +392,12 @@ class Hub:
             # Whatever was broadcast meanwhile never reached us: reload it from history.
             logger.info("hub: the feed of %s is back", feed.group)
             feed.last_seq = 0
-            for subscription in tuple(feed.subscribers):
+            for subscription in feed.everyone():
                 subscription._resync("the message bus was unreachable")
 
     def _abandon(self, feed: _Feed) -> None:
         feed.abandon = None
-        for subscription in tuple(feed.subscribers):
+        for subscription in feed.everyone():
             subscription._lose("the message bus is unreachable")
 
     @staticmethod
@@ -389,13 +411,13 @@ class Hub:
             return False
         if last and seq > last + 1:
             feed.gaps += 1
-            for subscription in tuple(feed.subscribers):
+            for subscription in feed.everyone():
                 subscription._resync(f"missed events {last + 1}..{seq - 1}")
         return True
 
     @staticmethod
     def publish_local(feed: _Feed, message: HubMessage) -> None:
-        for subscription in tuple(feed.subscribers):
+        for subscription in feed.recipients(message):
             subscription._deliver(message)
 
     async def wait_released(self) -> None:
@@ -407,16 +429,16 @@ class Hub:
         return {
             "feeds": len(self._feeds),
             "feeds_down": self.feeds_down(),
-            "subscribers": sum(len(feed.subscribers) for feed in self._feeds.values()),
+            "subscribers": sum(feed.size() for feed in self._feeds.values()),
             "resyncs": self.resyncs,
             "feed_failures": self.feed_failures,
         }
 
     def subscriber_kinds(self) -> dict[str, int]:
-        """Local subscribers by kind ("stream", "page", …; the widgets share one "widgets")."""
+        """Local subscribers by kind ("stream", "page", "widget", …)."""
         kinds: dict[str, int] = {}
         for feed in self._feeds.values():
-            for subscription in feed.subscribers:
+            for subscription in feed.everyone():
                 kinds[subscription.kind] = kinds.get(subscription.kind, 0) + 1
         return kinds
 
@@ -426,7 +448,7 @@ class Hub:
 
     def subscriber_count(self, session_id: str | None) -> int:
         feed = self._feeds.get(session_id)
-        return 0 if feed is None else len(feed.subscribers)
+        return 0 if feed is None else feed.size()
 
     def group_channel(self, session_id: str | None) -> str | None:
         feed = self._feeds.get(session_id)
@@ -434,7 +456,7 @@ class Hub:
 
     async def close(self) -> None:
         for feed in list(self._feeds.values()):
-            for subscription in tuple(feed.subscribers):
+            for subscription in feed.everyone():
                 subscription.close()
         await self.wait_released()
 

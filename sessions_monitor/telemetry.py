@@ -92,6 +92,12 @@ stored_to_fanout = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
     registry=REGISTRY,
 )
+bad_messages = Counter(
+    "meetingdash_bad_messages",
+    "Channel-layer messages dropped because they did not parse (messages.py), by receiver.",
+    ["receiver"],
+    registry=REGISTRY,
+)
 access_ended = Counter(
     "meetingdash_access_ended",
     "Open streams and sockets closed because their credential was no longer valid.",
