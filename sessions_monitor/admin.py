@@ -7,9 +7,8 @@ queries, indexed filters and search, and no COUNT(*) over a big table on Postgre
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
@@ -18,9 +17,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
-from django.db import connections
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect
@@ -30,11 +27,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from sessions_monitor import embed, presentation
+from sessions_monitor import embed, presentation, selectors, timeline
+from sessions_monitor.csv_export import events_csv_response
 from sessions_monitor.models import (
     ApiToken,
     EmbedRevocation,
-    EventKind,
     MeetingSession,
     Presence,
     SessionEvent,
@@ -63,27 +60,10 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        estimate = _table_estimate(self.object_list)
+        estimate = selectors.table_row_estimate(self.object_list)
         if estimate is not None and estimate > self.estimate_above:
             return estimate
         return int(super().count)
-
-
-def _table_estimate(queryset: Any) -> int | None:
-    if not isinstance(queryset, QuerySet):
-        return None
-    connection = connections[queryset.db]
-    query = queryset.query
-    if connection.vendor != "postgresql" or query.where or query.distinct or query.combinator:
-        return None
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-            [queryset.model._meta.db_table],
-        )
-        row = cursor.fetchone()
-    # reltuples is -1 for a table never vacuumed or analysed yet.
-    return int(row[0]) if row and row[0] >= 0 else None
 
 
 # --- small formatting helpers --------------------------------------------------------------
@@ -126,20 +106,13 @@ def presences_changelist_url(session_id: str) -> str:
 
 def session_timeline(
     session: MeetingSession, *, max_changes: int = 500, max_presences: int = 100
-) -> presentation.TimelineGeometry | None:
+) -> timeline.TimelineGeometry | None:
     """The dashboard's SVG geometry from at most `max_changes` status events and
     `max_presences` presence intervals (two small indexed queries, whatever the size)."""
-    changes = [
-        presentation.timeline_event(dict(row))
-        for row in SessionEvent.objects.filter(session=session, kind=EventKind.STATUS)
-        .order_by("seq")
-        .values("seq", "kind", "status", "upstream_timestamp", "received_at")[:max_changes]
-    ]
+    changes = selectors.first_status_changes(session.session_id, max_changes)
     intervals = [
-        presentation.Interval(*row)
-        for row in Presence.objects.filter(session=session)
-        .order_by("joined_at", "join_seq")
-        .values_list("participant_name", "joined_at", "left_at")[:max_presences]
+        timeline.Interval(row["participant_name"], row["joined_at"], row["left_at"])
+        for row in selectors.first_presence_rows(session.session_id, max_presences)
     ]
     if not changes and not intervals:
         return None
@@ -147,93 +120,12 @@ def session_timeline(
     moments = [event.at for event in changes] + [interval.start for interval in intervals]
     start = min([session.started_at or now, *moments])
     end = session.ended_at or (max(moments) if session.is_terminal else now)
-    return presentation.timeline_geometry(
-        presentation.status_phases(changes, session.ended_at),
+    return timeline.timeline_geometry(
+        timeline.status_phases(changes, session.ended_at),
         intervals,
         start=start,
         end=max(end, start),
     )
-
-
-# --- CSV export ----------------------------------------------------------------------------
-
-CSV_COLUMNS = (
-    "session_id",
-    "seq",
-    "kind",
-    "status",
-    "previous_status",
-    "participant_name",
-    "error_code",
-    "error_message",
-    "upstream_timestamp",
-    "received_at",
-    "note",
-)
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-class _Echo:
-    """csv.writer target that hands each formatted line back instead of buffering it."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    text = str(value)
-    # Participant names and error texts come from outside: keep spreadsheets from running them.
-    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
-
-
-def _csv_line(writer: Any, row: dict[str, Any]) -> str:
-    return str(writer.writerow([_csv_cell(row[column]) for column in CSV_COLUMNS]))
-
-
-def export_queryset(session_ids: Iterable[str]) -> QuerySet[SessionEvent, dict[str, Any]]:
-    # (session_id, seq) is the unique index: the scan is ordered and needs no sort.
-    # values(), not values_list(): Django 5.2's values_list iterable runs its query eagerly,
-    # which breaks aiterator() (SynchronousOnlyOperation); values() stays lazy.
-    return (
-        SessionEvent.objects.filter(session_id__in=list(session_ids))
-        .order_by("session_id", "seq")
-        .values(*CSV_COLUMNS)
-    )
-
-
-def iter_events_csv(session_ids: Iterable[str], *, chunk_size: int = 2000) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield _csv_line(writer, {column: column for column in CSV_COLUMNS})
-    for row in export_queryset(session_ids).iterator(chunk_size=chunk_size):
-        yield _csv_line(writer, row)
-
-
-async def aiter_events_csv(
-    session_ids: Iterable[str], *, chunk_size: int = 2000
-) -> AsyncIterator[str]:
-    writer = csv.writer(_Echo())
-    yield _csv_line(writer, {column: column for column in CSV_COLUMNS})
-    async for row in export_queryset(session_ids).aiterator(chunk_size=chunk_size):
-        yield _csv_line(writer, row)
-
-
-def events_csv_response(request: HttpRequest, session_ids: list[str]) -> StreamingHttpResponse:
-    # Under ASGI, Django buffers a *sync* streaming iterator completely before sending it;
-    # an async iterator is what keeps a big export streamed there.
-    content: Iterator[str] | AsyncIterator[str] = (
-        aiter_events_csv(session_ids)
-        if isinstance(request, ASGIRequest)
-        else iter_events_csv(session_ids)
-    )
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="session-events-{stamp}.csv"'
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 # --- read-only history -----------------------------------------------------------------------
@@ -279,31 +171,25 @@ class InlineEvent:
 
 
 def inline_events(session: MeetingSession) -> list[InlineEvent]:
-    rows = (
-        SessionEvent.objects.filter(session=session)
-        .order_by("seq")
-        .values_list(
-            "pk",
-            "seq",
-            "kind",
-            "status",
-            "participant_name",
-            "error_code",
-            "upstream_timestamp",
-            "received_at",
-            "note",
-        )[:INLINE_EVENT_CAP]
-    )
-    return [InlineEvent(*row) for row in rows]
+    return [
+        InlineEvent(
+            row["pk"],
+            row["seq"],
+            row["kind"],
+            row["status"],
+            row["participant_name"],
+            row["error_code"],
+            row["upstream_timestamp"],
+            row["received_at"],
+            row["note"],
+        )
+        for row in selectors.first_event_rows(session.session_id, INLINE_EVENT_CAP)
+    ]
 
 
 def inline_presences(session: MeetingSession) -> list[dict[str, Any]]:
     now = timezone.now()
-    rows = (
-        Presence.objects.filter(session=session)
-        .order_by("joined_at", "join_seq")
-        .values("pk", "participant_name", "joined_at", "left_at")[:INLINE_PRESENCE_CAP]
-    )
+    rows = selectors.first_presence_rows(session.session_id, INLINE_PRESENCE_CAP)
     return [
         {
             **row,
@@ -313,25 +199,6 @@ def inline_presences(session: MeetingSession) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
-
-
-def session_search(term: str) -> Q:
-    """What one search term matches. Prefix matches only: each branch is an index range scan
-    on PostgreSQL (pattern-ops indexes), where "contains" would read every row of 100k.
-
-    Participants are matched by an uncorrelated subquery, evaluated once, not by a join, which
-    would repeat a session once per matching presence row.
-    """
-    if term.startswith("mbsess_"):
-        return Q(session_id__startswith=term)
-    if term.startswith(("http://", "https://")):
-        return Q(meeting_link__startswith=term)
-    # order_by(): the models' default orderings would otherwise join and sort inside.
-    bots = MeetingSession.objects.filter(bot_name__istartswith=term).order_by()
-    people = Presence.objects.filter(participant_name__istartswith=term).order_by()
-    # One IN over a UNION of two index range scans: PostgreSQL joins the (small) id set to the
-    # sessions by primary key. `bot OR id IN (...)` would instead test every session row.
-    return Q(session_id__in=bots.values("session_id").union(people.values("session_id")))
 
 
 class LabelledValuesFilter(admin.AllValuesFieldListFilter):
@@ -429,7 +296,7 @@ class MeetingSessionAdmin(HistoryAdmin):
         term = search_term.strip().strip('"').strip()
         if not term:
             return queryset, False
-        return queryset.filter(session_search(term)), False
+        return queryset.filter(selectors.admin_session_search(term)), False
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         changelist = super().get_changelist_instance(request)
@@ -457,13 +324,14 @@ class MeetingSessionAdmin(HistoryAdmin):
     def _session_page_context(
         self, request: HttpRequest, session: MeetingSession
     ) -> dict[str, Any]:
+        event_count, presence_count = selectors.history_counts(session.session_id)
         return {
             "timeline": session_timeline(session),
             "dashboard_url": dashboard_url(session.session_id),
             "events_url": events_changelist_url(session.session_id),
             "presences_url": presences_changelist_url(session.session_id),
-            "event_count": SessionEvent.objects.filter(session=session).count(),
-            "presence_count": Presence.objects.filter(session=session).count(),
+            "event_count": event_count,
+            "presence_count": presence_count,
             "events": inline_events(session),
             "presences": inline_presences(session),
             "event_cap": INLINE_EVENT_CAP,
@@ -777,5 +645,4 @@ __all__ = [
     "PresenceAdmin",
     "SessionEventAdmin",
     "session_timeline",
-    "iter_events_csv",
 ]

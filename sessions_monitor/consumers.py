@@ -37,8 +37,9 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import escape, format_html
 
-from sessions_monitor import access, limits, presentation
-from sessions_monitor.hub import HubMessage, HubUnavailable, Subscription, get_hub
+from sessions_monitor import access, limits, presentation, selectors
+from sessions_monitor.hub import HubUnavailable, Subscription, get_hub
+from sessions_monitor.messages import HubMessage
 from sessions_monitor.upstream import is_valid_session_id
 
 logger = logging.getLogger(__name__)
@@ -269,7 +270,7 @@ class SessionDetailConsumer(_LiveConsumer):
         hub = get_hub()
         self.events = await hub.subscribe(self.session_id, kind="page")
         self.subscriptions = [self.events]
-        self.summaries = await hub.subscribe(None, kind="page-summaries")
+        self.summaries = await hub.subscribe_summaries(self.session_id, kind="page-summaries")
         self.subscriptions.append(self.summaries)
 
     def accepted(self) -> None:
@@ -326,7 +327,7 @@ class SessionDetailConsumer(_LiveConsumer):
                 # Never expected (the hub delivers in order), but a hole is filled from history.
                 last = await self._replay(last)
                 continue
-            parts = [await self._row(message) for message in fresh]
+            parts = [str(message.render("dash.detail.row", row_from_data)) for message in fresh]
             changed = presentation.regions_for(str(m.data.get("kind", "")) for m in fresh)
             parts.append(await self._regions(fresh[-1], changed))
             await self.send(text_data="".join(parts))
@@ -358,31 +359,19 @@ class SessionDetailConsumer(_LiveConsumer):
             await self.send(text_data=html)
         return last
 
-    def _row(self, message: HubMessage) -> Awaitable[str]:
-        if "raw" in message.data:
-            return _done(message.render("dash.detail.row", row_from_data))
-
-        async def read_and_render() -> str:
-            events = await database_sync_to_async(presentation.read_events)(
-                self.session_id, cast(int, message.seq) - 1, 1
-            )
-            event = events[0] if events else presentation.timeline_event(message.data)
-            return render_row(event)
-
-        return render_once_async(message, "dash.detail.row", read_and_render)
-
     def _regions(self, message: HubMessage, changed: frozenset[str]) -> Awaitable[str]:
-        """The regions `changed` re-rendered, plus the watermark, after `message`."""
+        """The regions `changed` re-rendered, plus the watermark, after `message`: from a
+        read of only what those regions show (never the event log)."""
         session_id = self.session_id
         if not changed:
             return _done(message.render("dash.detail.resume", resume_only))
 
         async def read_and_render() -> str:
-            detail = await database_sync_to_async(presentation.read_detail)(session_id)
+            detail = await database_sync_to_async(selectors.read_live_regions)(session_id, changed)
             if detail is None:
                 return ""
-            context = presentation.detail_context(detail)
-            context["after"] = message.seq  # what the rows sent with it end at
+            # `after`: what the rows sent with it end at.
+            context = presentation.detail_context(detail, after=message.seq)
             context["regions"] = changed
             return render_to_string(f"{DETAIL}#live-regions", context)
 
@@ -398,17 +387,16 @@ class SessionDetailConsumer(_LiveConsumer):
             if await self._lost(batch):
                 return
             if any(m.kind == "resync" for m in batch):
-                session = await database_sync_to_async(presentation.read_session)(self.session_id)
+                session = await database_sync_to_async(selectors.read_session)(self.session_id)
                 if session is not None:
-                    self.last_badge = render_badge(session.upstream)
+                    self.last_badge = render_link_badge(session.upstream)
                     await self.send(text_data=self.last_badge)
                 continue
-            mine = [m for m in batch if m.session_id == self.session_id]
-            if mine:
-                badge = str(mine[-1].render("dash.badge", summary_badge))
-                if badge != self.last_badge:  # most summaries leave the link as it was
-                    self.last_badge = badge
-                    await self.send(text_data=badge)
+            # Only this session's summaries reach this subscription: the newest one counts.
+            badge = str(batch[-1].render("dash.badge", summary_link_badge))
+            if badge != self.last_badge:  # most summaries leave the link as it was
+                self.last_badge = badge
+                await self.send(text_data=badge)
 
 
 class SessionListConsumer(_LiveConsumer):
@@ -527,27 +515,29 @@ async def replay(session_id: str, after: int) -> tuple[str, int]:
     '' when nothing was missed (the usual case for a page just rendered); the full reload
     past REPLAY_LIMIT or when the page claims more than we hold.
     """
-    history = await database_sync_to_async(presentation.read_events)(
+    history = await database_sync_to_async(selectors.read_events)(
         session_id, after, REPLAY_LIMIT + 1
     )
     if len(history) > REPLAY_LIMIT:
         return await reload(session_id)
     if not history:
-        stored = await database_sync_to_async(presentation.last_stored_seq)(session_id)
+        stored = await database_sync_to_async(selectors.last_stored_seq)(session_id)
         return await reload(session_id) if after > stored else ("", after)
-    detail = await database_sync_to_async(presentation.read_detail)(session_id)
+    # The rows come from `history`: the regions need no second read of the log.
+    detail = await database_sync_to_async(selectors.read_live_regions)(
+        session_id, presentation.REGIONS
+    )
     if detail is None:
         return "", after
     last = history[-1].seq
-    context = presentation.detail_context(detail)
-    context["after"] = last
+    context = presentation.detail_context(detail, after=last)
     rows = render_to_string(f"{DETAIL}#live-rows", {"events": history})
     return rows + render_to_string(f"{DETAIL}#live-regions", context), last
 
 
 async def render_timeline(session_id: str) -> str | None:
     """The SVG timeline region as of now (None once the session has ended)."""
-    detail = await database_sync_to_async(presentation.read_detail)(session_id)
+    detail = await database_sync_to_async(selectors.read_live_regions)(session_id, {"svg"})
     if detail is None or detail.session.is_terminal or detail.session.lost_contact:
         return None
     context = {**presentation.detail_context(detail), "oob": True}
@@ -555,10 +545,10 @@ async def render_timeline(session_id: str) -> str | None:
 
 
 async def reload(session_id: str) -> tuple[str, int]:
-    detail = await database_sync_to_async(presentation.read_detail)(session_id)
+    detail = await database_sync_to_async(selectors.read_detail)(session_id)
     if detail is None:
         return "", 0
-    context = presentation.detail_context(detail, resynced=True)
+    context = presentation.detail_context(detail)
     return render_to_string(f"{DETAIL}#live-reload", context), detail.last_seq
 
 
@@ -567,7 +557,7 @@ async def render_list(filter_name: str, query: str, page_number: int) -> tuple[s
     parameters, and the session ids on the page."""
 
     def read() -> dict[str, Any]:
-        context = presentation.list_page(
+        context = selectors.list_page(
             filter_name=filter_name, query=query, page_number=page_number, per_page=PER_PAGE
         )
         context["page_obj"].paginator.num_pages  # noqa: B018 (count now, not while rendering)
@@ -579,7 +569,7 @@ async def render_list(filter_name: str, query: str, page_number: int) -> tuple[s
     )
     if filter_name in RECENT_ON:
         html += render_to_string(f"{LIST}#recent-ended", context)
-    html += render_badge(context["overall"])
+    html += render_link_badge(context["overall"])
     return html, [row.session_id for row in context["page_obj"].object_list]
 
 
@@ -596,6 +586,9 @@ def render_row(event: presentation.TimelineEvent) -> str:
 
 
 def row_from_data(message: HubMessage) -> str:
+    if "raw" not in message.data:
+        # Every producer sends the whole stored event (`selectors.plain_event`).
+        logger.error("event %s of %s came without its payload", message.seq, message.session_id)
     return render_row(presentation.timeline_event(message.data))
 
 
@@ -603,14 +596,15 @@ def resume_only(message: HubMessage) -> str:
     return render_to_string(f"{DETAIL}#resume", {"after": message.seq, "oob": True})
 
 
-def render_badge(freshness: presentation.Freshness) -> str:
+def render_link_badge(freshness: presentation.Freshness) -> str:
+    """The badge of the upstream link's freshness (of one session, or overall)."""
     return render_to_string(
         "sessions_monitor/components.html#upstream-badge", {"freshness": freshness, "oob": True}
     )
 
 
-def summary_badge(message: HubMessage) -> str:
-    return render_badge(presentation.session_view(message.data).upstream)
+def summary_link_badge(message: HubMessage) -> str:
+    return render_link_badge(presentation.session_view(message.data).upstream)
 
 
 def _row_html(message: HubMessage, oob: bool) -> str:
@@ -658,7 +652,7 @@ def _filter_chips(message: HubMessage, filter_name: str, query: str) -> Awaitabl
     """The chips with fresh counts: one count query and render per process per message."""
 
     async def read_and_render() -> str:
-        counts = await database_sync_to_async(presentation.filter_counts)()
+        counts = await database_sync_to_async(selectors.filter_counts)()
         filters = [(key, label, counts[key]) for key, label in presentation.FILTERS.items()]
         context = {"filters": filters, "filter": filter_name, "query": query, "oob": True}
         return render_to_string(f"{LIST}#filter-chips", context)
@@ -672,7 +666,7 @@ def delete_row(session_id: str) -> str:
 
 def _overall_badge(message: HubMessage) -> Awaitable[str]:
     async def read_and_render() -> str:
-        overall = await database_sync_to_async(presentation.read_overall_upstream)()
-        return render_badge(overall)
+        overall = await database_sync_to_async(selectors.read_overall_upstream)()
+        return render_link_badge(overall)
 
     return render_once_async(message, "dash.overall", read_and_render)

@@ -1,31 +1,28 @@
-"""How the dashboard shows things: labels, tones, durations, freshness, SVG geometry.
+"""How the dashboard shows things: labels, tones, durations, freshness, the detail page.
 
 Plain functions over plain values, so templates only format and every rule here has a unit
-test (`tests/test_presentation.py`). The few reads at the bottom return plain data for the
-pages and the live consumers (safe via `database_sync_to_async`).
+test (`tests/test_presentation.py`). No reads: `selectors` reads and builds these values,
+`timeline` turns them into the SVG geometry.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from django.core.paginator import Page, Paginator
-from django.db.models import Count, F, Q
+from django.conf import settings
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from sessions_monitor.models import (
-    TERMINAL_STATUSES,
-    EventKind,
-    MeetingSession,
-    Presence,
-    SessionEvent,
-)
+from sessions_monitor.models import EventKind
+from sessions_monitor.upstream import TERMINAL_STATUSES
+
+if TYPE_CHECKING:
+    from sessions_monitor.timeline import TimelineGeometry
 
 # --- statuses -----------------------------------------------------------------------------
 
@@ -330,182 +327,7 @@ def _worst(collected: list[Freshness]) -> Freshness:
     return Freshness("live", "Upstream live", "live", False)  # pragma: no cover
 
 
-# --- SVG timeline -------------------------------------------------------------------------
-
-SVG_WIDTH = 1000
-SVG_LABEL_WIDTH = 160
-SVG_ROW = 26
-SVG_AXIS = 24
-
-
-@dataclass(frozen=True)
-class Bar:
-    x: float
-    width: float
-    tone: str
-    label: str
-    title: str
-
-    @property
-    def show_label(self) -> bool:
-        """Whether the label fits inside the bar (about 7 units per character at 12px)."""
-        return len(self.label) * 7 + 10 <= self.width
-
-    @property
-    def label_x(self) -> float:
-        return round(self.x + 5, 2)
-
-
-@dataclass(frozen=True)
-class Lane:
-    y: float
-    label: str
-    bars: list[Bar]
-
-
-@dataclass(frozen=True)
-class Tick:
-    x: float
-    label: str
-
-
-@dataclass(frozen=True)
-class TimelineGeometry:
-    width: int
-    height: int
-    label_width: int
-    lanes: list[Lane]
-    ticks: list[Tick]
-    empty: bool = False
-
-    @property
-    def axis_y(self) -> int:
-        return self.height - SVG_AXIS
-
-
-@dataclass(frozen=True)
-class Phase:
-    status: str
-    start: datetime
-    end: datetime | None
-
-
-@dataclass(frozen=True)
-class Interval:
-    name: str
-    start: datetime
-    end: datetime | None
-
-
-def timeline_geometry(
-    phases: Sequence[Phase],
-    intervals: Sequence[Interval],
-    *,
-    start: datetime,
-    end: datetime,
-    gaps: Sequence[Interval] = (),
-) -> TimelineGeometry:
-    """Lane 0: status phases; then, if any, a lane of gaps (no upstream connection: events
-    may be missing); then one lane per participant (in first-join order).
-
-    Open phases/intervals run to `end`. Every bar is at least 2 units wide so a blip shows.
-    """
-    span = max((end - start).total_seconds(), 1.0)
-    plot = SVG_WIDTH - SVG_LABEL_WIDTH
-
-    def x_of(moment: datetime) -> float:
-        offset = min(max((moment - start).total_seconds(), 0.0), span)
-        return round(SVG_LABEL_WIDTH + plot * offset / span, 2)
-
-    def bar(a: datetime, b: datetime | None, tone: str, label: str, title: str) -> Bar:
-        x0, x1 = x_of(a), x_of(b or end)
-        return Bar(x0, max(round(x1 - x0, 2), 2.0), tone, label, title)
-
-    lanes = [
-        Lane(
-            0,
-            "Status",
-            [
-                bar(
-                    p.start,
-                    p.end,
-                    status_tone(p.status),
-                    status_label(p.status),
-                    f"{status_label(p.status)} from {clock(p.start)}"
-                    + (f" to {clock(p.end)}" if p.end else ""),
-                )
-                for p in phases
-            ],
-        )
-    ]
-    if gaps:
-        lanes.append(
-            Lane(
-                SVG_ROW,
-                "Not connected",
-                [
-                    bar(
-                        g.start,
-                        g.end,
-                        "gap",
-                        "gap",
-                        f"No upstream connection {clock(g.start)} – {clock(g.end) if g.end else 'now'}:"
-                        " events may be missing",
-                    )
-                    for g in gaps
-                ],
-            )
-        )
-    by_name: dict[str, list[Interval]] = {}
-    for interval in intervals:
-        by_name.setdefault(interval.name, []).append(interval)
-    for index, (name, items) in enumerate(by_name.items(), start=len(lanes)):
-        lanes.append(
-            Lane(
-                index * SVG_ROW,
-                name,
-                [
-                    bar(
-                        i.start,
-                        i.end,
-                        "present",
-                        name,
-                        f"{name}: {clock(i.start)} – {clock(i.end) if i.end else 'now'}",
-                    )
-                    for i in items
-                ],
-            )
-        )
-    ticks: list[Tick] = []
-    for n in range(5):
-        label = clock(start + timedelta(seconds=span * n / 4))
-        # Short spans give equal HH:MM:SS labels: show each time once.
-        shown = "" if label in {tick.label for tick in ticks} else label
-        ticks.append(Tick(round(SVG_LABEL_WIDTH + plot * n / 4, 2), shown))
-    height = len(lanes) * SVG_ROW + SVG_AXIS
-    return TimelineGeometry(
-        SVG_WIDTH, height, SVG_LABEL_WIDTH, lanes, ticks, empty=not phases and not intervals
-    )
-
-
-def status_phases(events: Sequence[TimelineEvent], ended_at: datetime | None) -> list[Phase]:
-    """Consecutive status phases from the status events (a repeated status extends its phase)."""
-    phases: list[Phase] = []
-    for event in events:
-        if event.kind != EventKind.STATUS or not event.status:
-            continue
-        if phases and phases[-1].status == event.status:
-            continue
-        if phases:
-            phases[-1] = Phase(phases[-1].status, phases[-1].start, event.at)
-        phases.append(Phase(event.status, event.at, None))
-    if phases and phases[-1].status in TERMINAL_STATUSES:
-        last = phases[-1]
-        phases[-1] = Phase(last.status, last.start, ended_at or last.start)
-    return phases
-
-
-# --- reads --------------------------------------------------------------------------------
+# --- the detail page ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -571,7 +393,7 @@ class TimelineEvent:
         return self.note or self.kind_label
 
 
-def timeline_event(data: dict[str, Any]) -> TimelineEvent:
+def timeline_event(data: Mapping[str, Any]) -> TimelineEvent:
     """From the plain event dict (hub message data or `SessionEvent` values)."""
     received = as_datetime(data.get("received_at")) or timezone.now()
     at = as_datetime(data.get("upstream_timestamp") or data.get("timestamp")) or received
@@ -590,30 +412,6 @@ def timeline_event(data: dict[str, Any]) -> TimelineEvent:
         gap_started_at=as_datetime(data.get("gap_started_at")),
         upstream_at=as_datetime(data.get("upstream_timestamp") or data.get("timestamp")),
     )
-
-
-_EVENT_FIELDS = (
-    "seq",
-    "kind",
-    "status",
-    "previous_status",
-    "participant_name",
-    "error_code",
-    "error_message",
-    "upstream_timestamp",
-    "received_at",
-    "raw",
-    "note",
-    "gap_started_at",
-)
-
-
-def read_events(
-    session_id: str, after_seq: int = 0, limit: int | None = None
-) -> list[TimelineEvent]:
-    rows = SessionEvent.objects.filter(session_id=session_id, seq__gt=after_seq).order_by("seq")
-    values = rows.values(*_EVENT_FIELDS)
-    return [timeline_event(row) for row in (values[:limit] if limit else values)]
 
 
 @dataclass(frozen=True)
@@ -746,33 +544,14 @@ class SessionView:
         )
 
 
-_SESSION_FIELDS = (
-    "session_id",
-    "bot_name",
-    "platform",
-    "meeting_link",
-    "status",
-    "previous_status",
-    "status_since",
-    "error_code",
-    "error_message",
-    "failed_from_status",
-    "started_at",
-    "last_event_at",
-    "ended_at",
-    "stream_state",
-    "stream_state_since",
-    "stream_error",
-    "stream_retry_at",
-    "last_seq",
-    "participants_present",
-)
+# The columns a SessionView is made of, in one place: its own fields.
+SESSION_VIEW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SessionView) if f.name != "now")
 
 
-def session_view(data: dict[str, Any], now: datetime | None = None) -> SessionView:
+def session_view(data: Mapping[str, Any], now: datetime | None = None) -> SessionView:
     """From `MeetingSession` values or a `sessions.summary` body (ISO strings accepted)."""
     values: dict[str, Any] = {}
-    for name in _SESSION_FIELDS:
+    for name in SESSION_VIEW_FIELDS:
         value = data.get(name)
         if name.endswith(("_since", "_at")):
             values[name] = as_datetime(value)
@@ -783,97 +562,17 @@ def session_view(data: dict[str, Any], now: datetime | None = None) -> SessionVi
     return SessionView(**values, now=now or timezone.now())
 
 
-def filter_queryset(filter_name: str) -> Any:
-    """The sessions of one list filter (see `status_category`)."""
-    sessions = MeetingSession.objects.all()
-    live = ~Q(status__in=TERMINAL_STATUSES)
-    if filter_name == "live":
-        return sessions.filter(live).exclude(stream_state=LOST_CONTACT)
-    if filter_name == "attention":
-        return sessions.filter(live, stream_state=LOST_CONTACT)
-    if filter_name == "ended":
-        return sessions.filter(status__in=TERMINAL_STATUSES)
-    if filter_name == "failed":
-        return sessions.filter(status="failed")
-    return sessions
-
-
-def search_sessions(
-    *, filter_name: str, query: str, page_number: str | int | None, per_page: int = 25
-) -> Page[SessionView]:
-    """The list page: filter, search (ids, bots, links, participants, error codes and
-    messages), newest started first: a stable order, so rows never jump on an update."""
-    sessions = filter_queryset(filter_name)
-    if query:
-        people = Presence.objects.filter(participant_name__icontains=query).values("session_id")
-        sessions = sessions.filter(
-            Q(session_id__icontains=query)
-            | Q(bot_name__icontains=query)
-            | Q(meeting_link__icontains=query)
-            | Q(error_code__icontains=query)
-            | Q(error_message__icontains=query)
-            | Q(session_id__in=people)
-        )
-    ordered = sessions.order_by(
-        F("started_at").desc(nulls_last=True), "-first_seen_at", "session_id"
-    ).values(*_SESSION_FIELDS)
-    page = Paginator(ordered, per_page).get_page(page_number)
-    now = timezone.now()
-    page.object_list = [session_view(row, now) for row in page.object_list]
-    return page
-
-
-def filter_counts() -> dict[str, int]:
-    """How many sessions each filter chip stands for (one aggregate query)."""
-    live = ~Q(status__in=TERMINAL_STATUSES)
-    lost = Q(stream_state=LOST_CONTACT)
-    counts = MeetingSession.objects.aggregate(
-        live=Count("pk", filter=live & ~lost),
-        attention=Count("pk", filter=live & lost),
-        ended=Count("pk", filter=Q(status__in=TERMINAL_STATUSES)),
-        failed=Count("pk", filter=Q(status="failed")),
-        all=Count("pk"),
+def presence_row(data: Mapping[str, Any], now: datetime) -> PresenceRow:
+    """From `Presence` values, with `note`: the note of the event that announced the join."""
+    left_at = data["left_at"]
+    return PresenceRow(
+        data["participant_name"],
+        data["joined_at"],
+        left_at,
+        data["join_seq"],
+        format_duration(((left_at or now) - data["joined_at"]).total_seconds()),
+        how_joined(data.get("note") or ""),
     )
-    return {key: int(value or 0) for key, value in counts.items()}
-
-
-def recently_ended(minutes: int, limit: int = 10, now: datetime | None = None) -> list[SessionView]:
-    """Sessions that ended (or failed) within the last `minutes`, newest first: Live keeps
-    showing them, so a failure never just disappears from it."""
-    now = now or timezone.now()
-    rows = (
-        MeetingSession.objects.filter(
-            status__in=TERMINAL_STATUSES, ended_at__gte=now - timedelta(minutes=minutes)
-        )
-        .order_by("-ended_at", "session_id")
-        .values(*_SESSION_FIELDS)[:limit]
-    )
-    return [session_view(row, now) for row in rows]
-
-
-def list_page(
-    *, filter_name: str, query: str, page_number: str | int | None, per_page: int = 25
-) -> dict[str, Any]:
-    """Everything the list page shows, for its first render and for live (re)loads."""
-    minutes = recent_minutes()
-    counts = filter_counts()
-    return {
-        "page_obj": search_sessions(
-            filter_name=filter_name, query=query, page_number=page_number, per_page=per_page
-        ),
-        "filter": filter_name,
-        "query": query,
-        "filters": [(key, label, counts[key]) for key, label in FILTERS.items()],
-        "recent": recently_ended(minutes),
-        "recent_minutes": minutes,
-        "overall": read_overall_upstream(),
-    }
-
-
-def recent_minutes() -> int:
-    from django.conf import settings
-
-    return int(settings.MEETINGDASH_RECENT_MINUTES)
 
 
 def is_recently_ended(view: SessionView, minutes: int) -> bool:
@@ -884,12 +583,24 @@ def is_recently_ended(view: SessionView, minutes: int) -> bool:
     )
 
 
+def recent_minutes() -> int:
+    return int(settings.MEETINGDASH_RECENT_MINUTES)
+
+
 @dataclass
 class SessionDetail:
+    """One session as its page shows it.
+
+    A full read (`selectors.read_detail`) fills everything; a read for some live regions
+    (`selectors.read_live_regions`) only what those show: no `events` (the log only grows,
+    by the rows each live event brings), no `transitions` or `geometry` unless asked for.
+    """
+
     session: SessionView
     events: list[TimelineEvent]
     presences: list[PresenceRow]
-    transitions: list[TimelineEvent] = field(default_factory=list)
+    transitions: list[TimelineEvent]
+    geometry: TimelineGeometry | None
 
     @property
     def present(self) -> list[PresenceRow]:
@@ -898,87 +609,6 @@ class SessionDetail:
     @property
     def last_seq(self) -> int:
         return self.events[-1].seq if self.events else 0
-
-    def geometry(self) -> TimelineGeometry:
-        now = self.session.now
-        times = [e.at for e in self.events] + [p.joined_at for p in self.presences]
-        start = min([self.session.started_at or now, *times]) if times else now
-        end = self.session.ended_at or now
-        if self.session.is_terminal and self.events:
-            end = max(end, max(times))
-        phases = status_phases(self.events, self.session.ended_at)
-        intervals = [Interval(p.name, p.joined_at, p.left_at) for p in self.presences]
-        gaps = [
-            Interval("gap", e.gap_started_at or e.received_at, e.received_at)
-            for e in self.events
-            if e.kind == EventKind.GAP
-        ]
-        return timeline_geometry(phases, intervals, start=start, end=max(end, start), gaps=gaps)
-
-
-def last_stored_seq(session_id: str) -> int:
-    """The highest stored event seq of a session (0 when none)."""
-    last = (
-        SessionEvent.objects.filter(session_id=session_id)
-        .order_by("-seq")
-        .values_list("seq", flat=True)
-        .first()
-    )
-    return int(last or 0)
-
-
-def read_session(session_id: str, now: datetime | None = None) -> SessionView | None:
-    row = MeetingSession.objects.filter(pk=session_id).values(*_SESSION_FIELDS).first()
-    return None if row is None else session_view(row, now)
-
-
-def read_detail(session_id: str, now: datetime | None = None) -> SessionDetail | None:
-    """One session with its events and presence.
-
-    Not one transaction (SQLite runs ours as BEGIN IMMEDIATE, which would block the relay):
-    the page's watermark is the last event actually read, so the rows and the watermark
-    always agree; the header may be a step ahead and converges on the next live message.
-    """
-    session = read_session(session_id, now)
-    if session is None:
-        return None
-    events = read_events(session_id)
-    notes = {event.seq: event.note for event in events if event.kind == EventKind.JOINED}
-    presences = [
-        PresenceRow(
-            row["participant_name"],
-            row["joined_at"],
-            row["left_at"],
-            row["join_seq"],
-            format_duration(((row["left_at"] or session.now) - row["joined_at"]).total_seconds()),
-            how_joined(notes.get(row["join_seq"], "")),
-        )
-        for row in Presence.objects.filter(session_id=session_id)
-        .order_by("joined_at", "join_seq")
-        .values("participant_name", "joined_at", "left_at", "join_seq")
-    ]
-    transitions = [e for e in events if e.kind == EventKind.STATUS]
-    return SessionDetail(session, events, presences, transitions)
-
-
-def read_overall_upstream(now: datetime | None = None) -> Freshness:
-    """The list page's upstream badge over every watched session that has not ended."""
-    now = now or timezone.now()
-    rows = (
-        MeetingSession.objects.filter(watched=True)
-        .exclude(status__in=TERMINAL_STATUSES)
-        .values("stream_state", "stream_state_since", "stream_retry_at", "stream_error")
-    )
-    return overall_upstream(
-        upstream_freshness(
-            row["stream_state"],
-            since=row["stream_state_since"],
-            retry_at=row["stream_retry_at"],
-            error=row["stream_error"],
-            now=now,
-        )
-        for row in rows
-    )
 
 
 LIVE_LIST_URL = "/ws/sessions/"
@@ -997,6 +627,7 @@ REGIONS_BY_KIND: dict[str, frozenset[str]] = {
     # A link note: a link that failed for good changes the header and the failure panel.
     EventKind.STREAM: frozenset({"header", "failure"}),
 }
+REGIONS: frozenset[str] = frozenset().union(*REGIONS_BY_KIND.values())
 
 
 def regions_for(kinds: Iterable[str]) -> frozenset[str]:
@@ -1007,15 +638,17 @@ def regions_for(kinds: Iterable[str]) -> frozenset[str]:
     return changed
 
 
-def detail_context(detail: SessionDetail, *, resynced: bool = False) -> dict[str, Any]:
-    """The template context of the detail page and of its live regions."""
+def detail_context(detail: SessionDetail, *, after: int | None = None) -> dict[str, Any]:
+    """The template context of the detail page and of its live regions.
+
+    `after` is the watermark the page resumes from: by default the last event of the log.
+    """
     return {
         "detail": detail,
         "session": detail.session,
-        "geometry": detail.geometry(),
-        "after": detail.last_seq,
+        "geometry": detail.geometry,
+        "after": detail.last_seq if after is None else after,
         "failed_from_label": detail.session.failed_from_label,
         "live_url": live_detail_url(detail.session.session_id),
-        "resynced": resynced,
         "time_zone": timezone.get_current_timezone_name(),
     }

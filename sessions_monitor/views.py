@@ -13,9 +13,9 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from sessions_monitor import health, lookups, metrics, presentation, services
+from sessions_monitor import health, lookups, metrics, presentation, selectors, services
 from sessions_monitor.forms import WatchForm
-from sessions_monitor.models import MeetingSession
+from sessions_monitor.process import relay_of
 from sessions_monitor.upstream import is_valid_session_id
 
 
@@ -28,7 +28,7 @@ class HtmxHttpRequest(HttpRequest):
 async def healthz(request: HttpRequest) -> JsonResponse:
     """`{"ok": …}` for anyone (load balancers); the checks' detail for staff and the
     metrics token. One report per process per second, however many ask."""
-    report = await health.report()
+    report = await health.report(relay_of(request))
     user = await request.auser()
     if user.is_staff or metrics.bearer_is_metrics_token(request):
         body = report
@@ -43,7 +43,7 @@ def _list_context(request: HttpRequest, watch_form: WatchForm | None = None) -> 
         filter_name = "live"
     query = request.GET.get("q", "").strip()[:200]
     return {
-        **presentation.list_page(
+        **selectors.list_page(
             filter_name=filter_name, query=query, page_number=request.GET.get("page")
         ),
         "watch_form": watch_form or WatchForm(),
@@ -67,7 +67,7 @@ def session_list(request: HtmxHttpRequest) -> HttpResponse:
 def session_detail(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     if not is_valid_session_id(session_id):
         raise Http404("That is not a session id.")
-    detail = presentation.read_detail(session_id)
+    detail = selectors.read_detail(session_id)
     if detail is None:
         raise Http404("No such session here. Watch it by id from the session list.")
     template = "sessions_monitor/session_detail.html"
@@ -85,9 +85,10 @@ LOOKUP_ERRORS = {
 
 
 async def _check_upstream(request: HttpRequest, session_id: str) -> str | None:
-    """None when the upstream knows the session (it is then stored), else a message."""
+    """None when the session is known (here, or upstream: it is then stored), else a
+    message."""
     user = await request.auser()
-    lookup = await lookups.lookup_session(session_id, credential=f"user:{user.pk}")
+    lookup = await lookups.ensure_known(session_id, credential=f"user:{user.pk}")
     if lookup.outcome is lookups.Outcome.KNOWN:
         return None
     return LOOKUP_ERRORS[lookup.outcome].format(
@@ -102,8 +103,7 @@ async def session_watch(request: HtmxHttpRequest) -> HttpResponse:
     form = WatchForm(request.POST)
     if await sync_to_async(form.is_valid)():
         session_id = form.cleaned_data["session_id"]
-        known = await MeetingSession.objects.filter(pk=session_id).aexists()
-        error = None if known else await _check_upstream(request, session_id)
+        error = await _check_upstream(request, session_id)
         if error is None:
             await sync_to_async(services.request_watch)(session_id)
             url = reverse("session-detail", args=[session_id])

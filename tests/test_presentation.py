@@ -160,66 +160,6 @@ def _event(seq: int, kind: str, at: datetime, **fields: str) -> p.TimelineEvent:
     )
 
 
-def test_status_phases_merge_repeats_and_close_at_the_end() -> None:
-    events = [
-        _event(1, "status", T0, status="joining"),
-        _event(2, "status", T0 + timedelta(seconds=10), status="joining"),
-        _event(3, "joined", T0 + timedelta(seconds=12), participant_name="A"),
-        _event(4, "status", T0 + timedelta(seconds=20), status="active"),
-        _event(5, "status", T0 + timedelta(seconds=60), status="completed"),
-    ]
-    phases = p.status_phases(events, ended_at=T0 + timedelta(seconds=60))
-    assert [(ph.status, ph.start, ph.end) for ph in phases] == [
-        ("joining", T0, T0 + timedelta(seconds=20)),
-        ("active", T0 + timedelta(seconds=20), T0 + timedelta(seconds=60)),
-        ("completed", T0 + timedelta(seconds=60), T0 + timedelta(seconds=60)),
-    ]
-
-
-def test_timeline_geometry_scales_bars_and_gives_each_participant_a_lane() -> None:
-    phases = [
-        p.Phase("joining", T0, T0 + timedelta(seconds=25)),
-        p.Phase("active", T0 + timedelta(seconds=25), None),
-    ]
-    intervals = [
-        p.Interval("Alice", T0 + timedelta(seconds=25), T0 + timedelta(seconds=50)),
-        p.Interval("Bob", T0 + timedelta(seconds=30), None),
-        p.Interval("Alice", T0 + timedelta(seconds=75), None),  # a rejoin: same lane, new bar
-    ]
-    g = p.timeline_geometry(phases, intervals, start=T0, end=T0 + timedelta(seconds=100))
-    plot = p.SVG_WIDTH - p.SVG_LABEL_WIDTH
-    assert [lane.label for lane in g.lanes] == ["Status", "Alice", "Bob"]
-    joining, active = g.lanes[0].bars
-    assert joining.x == p.SVG_LABEL_WIDTH and joining.width == pytest.approx(plot * 0.25)
-    assert active.x + active.width == pytest.approx(p.SVG_WIDTH)  # open phase runs to the end
-    assert [b.x for b in g.lanes[1].bars] == [
-        pytest.approx(p.SVG_LABEL_WIDTH + plot * 0.25),
-        pytest.approx(p.SVG_LABEL_WIDTH + plot * 0.75),
-    ]
-    assert g.lanes[2].y == 2 * p.SVG_ROW
-    assert g.height == 3 * p.SVG_ROW + p.SVG_AXIS
-    assert [t.label for t in g.ticks][0] == "10:00:00" and len(g.ticks) == 5
-    assert joining.show_label and joining.label_x == joining.x + 5
-    assert not g.empty
-
-
-def test_timeline_geometry_shows_blips_and_clamps() -> None:
-    g = p.timeline_geometry(
-        [p.Phase("failed", T0, T0)],
-        [p.Interval("Early", T0 - timedelta(seconds=30), T0)],
-        start=T0,
-        end=T0 + timedelta(seconds=10),
-    )
-    assert g.lanes[0].bars[0].width == 2.0
-    assert not g.lanes[0].bars[0].show_label  # "Failed" does not fit in a blip
-    short = p.timeline_geometry(
-        [], [p.Interval("A", T0, None)], start=T0, end=T0 + timedelta(seconds=2)
-    )
-    assert [t.label for t in short.ticks] == ["10:00:00", "", "10:00:01", "", "10:00:02"]
-    assert g.lanes[1].bars[0].x == p.SVG_LABEL_WIDTH
-    assert p.timeline_geometry([], [], start=T0, end=T0).empty
-
-
 def test_timeline_event_summary_and_raw() -> None:
     status = _event(3, "status", T0, status="active", previous_status="joining", raw='{"a":1}')
     assert status.summary == "Joining → In meeting"
