@@ -1,5 +1,8 @@
 """ASGI entry point: Django for pages, Channels routes for streams and live sockets.
 
+`build_application(relay=...)` hands the relay running in this process (the embedded one
+`serve` builds) to /healthz and /metrics through each request's scope; `application`, for
+any other ASGI server, has none (a web process of the scaled mode).
 `build_application(simulator_app=...)` mounts the built-in upstream simulator under
 settings.MEETINGDASH_SIMULATOR_PREFIX; `python manage.py serve` does that when asked to
 (MEETINGDASH_SIMULATOR=1). Every route, the simulator's included, sits behind the Host check;
@@ -22,6 +25,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from sessions_monitor.process import ProcessStateMiddleware  # noqa: E402
+from sessions_monitor.relay.worker import Relay  # noqa: E402
 from sessions_monitor.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 from sessions_monitor.security import (  # noqa: E402
     HostValidationMiddleware,
@@ -54,7 +59,10 @@ class PrefixMount:
 
 
 def build_application(
-    *, simulator_app: ASGIApp | None = None, simulator_hosts: tuple[str, ...] = ()
+    *,
+    relay: Relay | None = None,
+    simulator_app: ASGIApp | None = None,
+    simulator_hosts: tuple[str, ...] = (),
 ) -> ASGIApp:
     """`simulator_hosts`: hosts the simulator answers to besides ALLOWED_HOSTS (the loopback
     address the embedded relay reaches it by)."""
@@ -70,6 +78,7 @@ def build_application(
             }
         )
     )
+    app = ProcessStateMiddleware(app, relay=relay)
     if simulator_app is not None:
         mounted = HostValidationMiddleware(simulator_app, extra_hosts=simulator_hosts)
         app = PrefixMount(settings.MEETINGDASH_SIMULATOR_PREFIX, mounted, app)

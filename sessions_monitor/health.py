@@ -1,8 +1,9 @@
 """Health checks behind /healthz: each returns a dict with `ok` and never raises.
 
-`report()` runs them at most once per REPORT_SECONDS per process and shares the answer with
-every caller meanwhile: an unauthenticated flood of /healthz costs one round of checks a
-second, not three queries and a layer round-trip per request.
+`report(relay)` runs them at most once per REPORT_SECONDS per process and shares the answer
+with every caller meanwhile: an unauthenticated flood of /healthz costs one round of checks
+a second, not three queries and a layer round-trip per request. `relay` is the one running
+in this process, as its entry point built it (`process.relay_of(request)`), or None.
 """
 
 from __future__ import annotations
@@ -13,31 +14,38 @@ import uuid
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
+
+from sessions_monitor import hub, selectors
+from sessions_monitor.relay.leases import RedisLeases
+from sessions_monitor.relay.worker import Relay, channel_prefix
 
 logger = logging.getLogger(__name__)
 
 REPORT_SECONDS = 1.0
-_reports: dict[int, tuple[float, asyncio.Future[dict[str, Any]]]] = {}
+_reports: dict[tuple[int, int], tuple[float, asyncio.Future[dict[str, Any]]]] = {}
 
 
-async def report() -> dict[str, Any]:
+async def report(relay: Relay | None) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    cached = _reports.get(id(loop))
+    key = (id(loop), id(relay))
+    cached = _reports.get(key)
     if cached is None or loop.time() - cached[0] >= REPORT_SECONDS:
         if len(_reports) > 4:  # loops of finished tests
             _reports.clear()
-        cached = _reports[id(loop)] = (loop.time(), asyncio.ensure_future(_run_checks()))
+        cached = _reports[key] = (loop.time(), asyncio.ensure_future(_run_checks(relay)))
     return await asyncio.shield(cached[1])
 
 
-async def _run_checks() -> dict[str, Any]:
+async def _run_checks(relay: Relay | None) -> dict[str, Any]:
     checks = {
         "database": await check_database(),
         "channel_layer": await check_channel_layer(),
         "hub": check_hub(),
-        "relay": await check_relay(),
+        "relay": await check_relay(relay),
     }
     return {"ok": all(check["ok"] for check in checks.values()), **checks}
 
@@ -77,15 +85,11 @@ async def check_channel_layer(wait_seconds: float = 2.0) -> dict[str, Any]:
 def check_hub() -> dict[str, Any]:
     """Not fine while any of this process's feeds is down: its subscribers get no live
     events (they are resynced, or sent to reconnect, once it is back)."""
-    from sessions_monitor.hub import get_hub
-
-    stats = get_hub().stats()
+    stats = hub.get_hub().stats()
     return {"ok": stats["feeds_down"] == 0, **stats}
 
 
 def _relay_backlog_sync() -> tuple[dict[str, int], int, int]:
-    from sessions_monitor import selectors
-
     return (
         selectors.links_by_state(),
         selectors.watched_count(),
@@ -93,21 +97,15 @@ def _relay_backlog_sync() -> tuple[dict[str, int], int, int]:
     )
 
 
-async def check_relay() -> dict[str, Any]:
+async def check_relay(relay: Relay | None) -> dict[str, Any]:
     """The relay of this process (embedded), or the heartbeats of `runrelay` processes
     (scaled). Not fine = watched live sessions exist and no running relay follows them,
     or this process's relay has stopped or lost one of its loops."""
-    from channels.db import database_sync_to_async
-    from django.conf import settings
-
-    from sessions_monitor.relay.worker import current_relay
-
     try:
         links, watched, backlog = await database_sync_to_async(_relay_backlog_sync)()
     except Exception as exc:
         return {"ok": False, "error": type(exc).__name__}
     report: dict[str, Any] = {"sessions_watched": watched, "links": links}
-    relay = current_relay()
     if relay is not None:
         healthy = relay.running and relay.loops_alive()
         report.update(relay.describe(), ok=healthy, running=healthy)
@@ -123,9 +121,6 @@ async def check_relay() -> dict[str, Any]:
 
 
 async def _scaled_relays(redis_url: str) -> list[dict[str, Any]]:
-    from sessions_monitor.relay.leases import RedisLeases
-    from sessions_monitor.relay.worker import channel_prefix
-
     leases = RedisLeases(redis_url, prefix=channel_prefix())
     try:
         return await asyncio.wait_for(leases.live_relays(), 2.0)

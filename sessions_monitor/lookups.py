@@ -1,11 +1,13 @@
-"""Asking the upstream about a session id we do not know yet, and storing what it says.
+"""Asking the upstream about sessions and storing what it says: the one place that does.
 
-Used by our stream (a first subscriber of an unknown id) and the watch form. Each look-up
-carries our upstream token, so they are limited: ids the upstream does not know are
-remembered (MEETINGDASH_LOOKUP_CACHE_SECONDS), concurrent look-ups of one id share one
-request, and each credential may cause MEETINGDASH_LOOKUPS_PER_MINUTE upstream requests.
-All of them go through one client per process (an httpx client per request would build a
-TLS context, megabytes apiece, every time).
+`ensure_known` serves our stream (a first subscriber of an unknown id) and the watch form;
+`store_sessions` stores what the upstream says (a look-up's answer, the relay's discovery).
+Each look-up carries our upstream token, so they are limited: ids the upstream does not
+know are remembered (MEETINGDASH_LOOKUP_CACHE_SECONDS), concurrent look-ups of one id share
+one request, and each credential may cause MEETINGDASH_LOOKUPS_PER_MINUTE upstream requests.
+All of them go through one client per process, `shared_client()`, which `serve` hands to
+its embedded relay too (an httpx client per request would build a TLS context, megabytes
+apiece, every time).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import enum
 import logging
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
@@ -21,7 +24,14 @@ from django.conf import settings
 from django.core.cache import cache
 
 from sessions_monitor import limits, services
-from sessions_monitor.upstream import MeetingBuddyClient, SessionNotFound, UpstreamError
+from sessions_monitor.models import MeetingSession
+from sessions_monitor.upstream import (
+    InvalidSessionId,
+    MeetingBuddyClient,
+    SessionNotFound,
+    UpstreamError,
+    UpstreamSession,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +67,11 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MeetingBuddyClien
 )
 
 
-def shared_client() -> MeetingBuddyClient | None:
-    """The relay's client when it runs here, else one per event loop."""
-    from sessions_monitor.relay.worker import current_relay
-
-    relay = current_relay()
-    if relay is not None and relay.running:
-        return relay.client
-    loop = asyncio.get_running_loop()
+def shared_client(loop: asyncio.AbstractEventLoop | None = None) -> MeetingBuddyClient | None:
+    """This process's client for its upstream (None: no upstream is configured). One per
+    event loop, as pooled connections belong to the loop that opened them: a server runs
+    one loop, tests many. `loop`: for an entry point that builds before its loop runs."""
+    loop = loop or asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
         upstream = target()
@@ -89,6 +96,37 @@ class Lookup:
 
 
 _pending: dict[str, asyncio.Future[Lookup]] = {}
+
+
+async def ensure_known(session_id: str, *, credential: str) -> Lookup:
+    """KNOWN when the session is stored here, or once the upstream confirmed it (what it
+    says is then stored); otherwise why it is not known."""
+    if await MeetingSession.objects.filter(pk=session_id).aexists():
+        return Lookup(Outcome.KNOWN)
+    return await lookup_session(session_id, credential=credential)
+
+
+def store_sessions(sessions: Iterable[UpstreamSession], *, watch: bool = False) -> list[str]:
+    """Store what the upstream says about these sessions (their metadata; their status comes
+    only from events) and, with `watch`, mark them watched. Returns the ids stored; an id
+    the upstream should never have sent is logged and skipped."""
+    stored = []
+    for session in sessions:
+        try:
+            services.upsert_session_metadata(
+                session.session_id,
+                bot_name=session.bot_name,
+                meeting_link=session.meeting_link,
+                platform=session.platform,
+                created_at=session.created_at,
+            )
+        except InvalidSessionId:
+            logger.warning("skipping the malformed upstream session id %r", session.session_id)
+            continue
+        if watch:
+            services.mark_watched(session.session_id, True)
+        stored.append(session.session_id)
+    return stored
 
 
 def _unknown_key(session_id: str) -> str:
@@ -144,13 +182,8 @@ async def _ask_upstream(session_id: str) -> Lookup:
             return await _remember_unknown(session_id)
         logger.warning("lookup: cannot ask the upstream about %s: %s", session_id, exc)
         return Lookup(Outcome.UNAVAILABLE, message=exc.message)
-    await database_sync_to_async(services.upsert_session_metadata)(
-        session_id,
-        bot_name=upstream.bot_name,
-        meeting_link=upstream.meeting_link,
-        platform=upstream.platform,
-        created_at=upstream.created_at,
-    )
+    if session_id not in await database_sync_to_async(store_sessions)([upstream]):
+        return Lookup(Outcome.UNAVAILABLE, message="the upstream answered about another id")
     return Lookup(Outcome.KNOWN)
 
 

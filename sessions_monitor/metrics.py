@@ -1,12 +1,15 @@
 """`/metrics`: Prometheus text format (prometheus-client) for the relay, the hub and the
 upstream client; every figure is defined in `telemetry.py`.
 
-Readable by staff users, or with `Authorization: Bearer $MEETINGDASH_METRICS_TOKEN`.
+Readable by staff users, or with `Authorization: Bearer $MEETINGDASH_METRICS_TOKEN`. The
+figures of this process's relay come from the relay its entry point built: the view reads
+it from the request (`process.relay_of`), `runrelay` registers it once at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 from typing import Any
 
@@ -20,6 +23,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from sessions_monitor import selectors, telemetry
 from sessions_monitor.hub import get_hub
+from sessions_monitor.process import relay_of
+from sessions_monitor.relay.worker import Relay
 
 
 def bearer_is_metrics_token(request: HttpRequest) -> bool:
@@ -34,12 +39,9 @@ def bearer_is_metrics_token(request: HttpRequest) -> bool:
     )
 
 
-def process_state() -> dict[str, Any]:
+def process_state(relay: Relay | None) -> dict[str, Any]:
     """What `telemetry.ProcessCollector` reads at scrape time: in the event loop of a
     `serve`, or in the metrics thread of a `runrelay` (no hub there)."""
-    from sessions_monitor.embed_consumers import get_badge_feed
-    from sessions_monitor.relay.worker import current_relay
-
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -55,8 +57,6 @@ def process_state() -> dict[str, Any]:
         hub = get_hub()
         hub_stats = hub.stats()
         subscribers = hub.subscriber_kinds()
-        subscribers["widget"] = get_badge_feed().widget_count()
-    relay = current_relay()
     return {
         "hub": hub_stats,
         "subscribers": subscribers,
@@ -70,18 +70,14 @@ def process_state() -> dict[str, Any]:
     }
 
 
-_registered = False
+def process_collector(relay: Relay | None) -> telemetry.ProcessCollector:
+    return telemetry.ProcessCollector(functools.partial(process_state, relay))
 
 
-def register_process_collector() -> None:
-    """Once per process (the view and `runrelay` both want it)."""
-    global _registered
-    if not _registered:
-        telemetry.REGISTRY.register(telemetry.ProcessCollector(process_state))
-        _registered = True
-
-
-register_process_collector()
+def register_process_collector(relay: Relay) -> None:
+    """`runrelay`, once: its own metrics server exposes `telemetry.REGISTRY` alone. (The
+    view adds a collector for its request's relay instead: nothing is registered twice.)"""
+    telemetry.REGISTRY.register(process_collector(relay))
 
 
 def _db_figures() -> tuple[dict[str, int], int]:
@@ -99,4 +95,6 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
     for state, count in links.items():
         telemetry.upstream_links.labels(state).set(count)
     telemetry.sessions_watched.set(watched)
-    return HttpResponse(generate_latest(telemetry.REGISTRY), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    collectors = (telemetry.REGISTRY, process_collector(relay_of(request)))
+    body = b"".join(generate_latest(collector) for collector in collectors)
+    return HttpResponse(body, content_type=CONTENT_TYPE_PLAIN_0_0_4)

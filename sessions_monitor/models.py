@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-TERMINAL_STATUSES = frozenset({"completed", "failed"})
+from sessions_monitor.upstream.events import TERMINAL_STATUSES
 
 
 class StreamState(models.TextChoices):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -23,7 +22,7 @@ from channels.layers import get_channel_layer
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from sessions_monitor import telemetry
+from sessions_monitor import messages, telemetry
 from sessions_monitor.models import (
     TERMINAL_STATUSES,
     EmbedRevocation,
@@ -35,6 +34,7 @@ from sessions_monitor.models import (
 )
 from sessions_monitor.selectors import event_to_dict, isoformat, session_summary
 from sessions_monitor.textfit import fit, fit_json
+from sessions_monitor.upstream.errors import InvalidSessionId as InvalidSessionId  # re-exported
 from sessions_monitor.upstream.events import (
     LinkState,
     LinkStateName,
@@ -45,28 +45,10 @@ from sessions_monitor.upstream.events import (
     Unparseable,
     UpstreamEvent,
 )
+from sessions_monitor.upstream.ids import validate_session_id
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-SESSIONS_GROUP = "sessions"
-RELAY_CHANNEL = "session-relay"
-# The same rule as the upstream client (upstream/ids.py): prefix + 1..64 of [A-Za-z0-9_-].
-SESSION_ID_RE = re.compile(r"mbsess_[A-Za-z0-9_-]{1,64}")
-
-
-class InvalidSessionId(ValueError):
-    pass
-
-
-def session_group(session_id: str) -> str:
-    return f"session.{session_id}"
-
-
-def validate_session_id(session_id: str) -> str:
-    if not isinstance(session_id, str) or not SESSION_ID_RE.fullmatch(session_id):
-        raise InvalidSessionId(session_id)
-    return session_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,21 +546,6 @@ def _link_note(state: LinkState) -> _Change:
 # --- broadcasting --------------------------------------------------------------------------
 
 
-def _event_message(recorded: RecordedEvent) -> dict[str, Any]:
-    return {
-        "type": "session.event",
-        "session_id": recorded.session_id,
-        "seq": recorded.seq,
-        "event": recorded.event,
-        # The session as it is after this event: renderers need no DB read per message.
-        "session": recorded.summary,
-    }
-
-
-def _summary_message(summary: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "sessions.summary", **summary}
-
-
 BROADCAST_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 _broadcast_retries: set[asyncio.Task[None]] = set()
 
@@ -609,9 +576,15 @@ async def _send_once(recorded: RecordedEvent | None, summary: dict[str, Any] | N
     try:
         assert layer is not None, "no channel layer configured"
         if recorded is not None:
-            await layer.group_send(session_group(recorded.session_id), _event_message(recorded))
+            message = messages.event_message(
+                session_id=recorded.session_id,
+                seq=recorded.seq,
+                event=recorded.event,
+                session=recorded.summary,
+            )
+            await layer.group_send(messages.session_group(recorded.session_id), message)
         if summary is not None:
-            await layer.group_send(SESSIONS_GROUP, _summary_message(summary))
+            await layer.group_send(messages.SESSIONS_GROUP, messages.summary_message(summary))
     except Exception as exc:
         logger.warning(
             "broadcast failed (%s); the event is stored and the send is retried",
@@ -660,30 +633,30 @@ def mark_watched(session_id: str, watched: bool = True) -> bool:
 def request_watch(session_id: str) -> None:
     """Mark the session watched and tell the relay (also picked up by its periodic rescan)."""
     mark_watched(session_id, True)
-    _notify_relay_sync({"type": "session.watch", "session_id": session_id})
+    _notify_relay_sync(messages.watch_message(session_id, watched=True))
 
 
 def request_unwatch(session_id: str) -> None:
     mark_watched(session_id, False)
-    _notify_relay_sync({"type": "session.unwatch", "session_id": session_id})
+    _notify_relay_sync(messages.watch_message(session_id, watched=False))
 
 
 async def arequest_watch(session_id: str) -> None:
     await database_sync_to_async(mark_watched)(session_id, True)
-    await _notify_relay({"type": "session.watch", "session_id": session_id})
+    await _notify_relay(messages.watch_message(session_id, watched=True))
 
 
-async def _notify_relay(message: dict[str, Any]) -> None:
+async def _notify_relay(message: messages.WatchMessage) -> None:
     layer = get_channel_layer()
     try:
         assert layer is not None
-        await layer.send(RELAY_CHANNEL, message)
+        await layer.send(messages.RELAY_CHANNEL, message)
     except Exception as exc:
         # The relay's rescan of watched sessions picks it up anyway.
         logger.warning("could not notify the relay (%s); it will see the flag on rescan", exc)
 
 
-def _notify_relay_sync(message: dict[str, Any]) -> None:
+def _notify_relay_sync(message: messages.WatchMessage) -> None:
     async_to_sync(_notify_relay)(message)
 
 

@@ -26,10 +26,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from sessions_monitor import access, limits, lookups, selectors, services
-from sessions_monitor.hub import HubMessage, HubUnavailable, Subscription, get_hub
+from sessions_monitor.hub import HubUnavailable, Subscription, get_hub
+from sessions_monitor.messages import HubMessage
 from sessions_monitor.models import EventKind
 from sessions_monitor.security import data_headers, header, https_required
 from sessions_monitor.selectors import STREAMED_KINDS, StreamStart, isoformat
+from sessions_monitor.upstream.ids import SESSION_ID_RULE, is_valid_session_id
 
 logger = logging.getLogger(__name__)
 
@@ -236,9 +238,7 @@ class _Writer:
                 return
 
 
-INVALID_ID_MESSAGE = (
-    "Session ids start with 'mbsess_' followed by 1 to 64 letters, digits, '_' or '-'."
-)
+INVALID_ID_MESSAGE = f"Session ids start with {SESSION_ID_RULE}."
 
 
 async def session_stream(scope: Scope, receive: Receive, send: Send) -> None:
@@ -256,9 +256,7 @@ async def session_stream(scope: Scope, receive: Receive, send: Send) -> None:
             scope, send, 401, "UNAUTHORIZED", "Send Authorization: Bearer <API token>, or log in."
         )
         return
-    try:
-        services.validate_session_id(session_id)
-    except services.InvalidSessionId:
+    if not is_valid_session_id(session_id):
         await send_error(
             scope, send, 422, "INVALID_SESSION_ID_FORMAT", INVALID_ID_MESSAGE, session_id[:100]
         )
@@ -315,7 +313,7 @@ async def _open(
         return
     try:
         start = await database_sync_to_async(selectors.stream_start)(session_id, last_event_id)
-        if not start.known and not await _known_upstream(scope, send, session_id, credential):
+        if not start.known and not await _ensure_known(scope, send, session_id, credential):
             return
         if not start.watched and not start.terminal:
             await services.arequest_watch(session_id)
@@ -326,11 +324,12 @@ async def _open(
         subscription.close()
 
 
-async def _known_upstream(
+async def _ensure_known(
     scope: Scope, send: Send, session_id: str, credential: access.Credential
 ) -> bool:
-    """True when the upstream knows the session; otherwise the error is sent."""
-    lookup = await lookups.lookup_session(session_id, credential=credential.label)
+    """True when the session is known (here, or upstream: it is then stored); otherwise
+    the error is sent."""
+    lookup = await lookups.ensure_known(session_id, credential=credential.label)
     if lookup.outcome is lookups.Outcome.KNOWN:
         return True
     if lookup.outcome is lookups.Outcome.UNKNOWN:
@@ -364,7 +363,7 @@ async def _serve(
     writer = _Writer(send, start_session_id(scope))
     writer.last_seq = start.resume_from or 0
 
-    async def stream() -> None:
+    async def send_events() -> None:
         if await writer.history(start.events):
             return
         if start.terminal:
@@ -403,7 +402,7 @@ async def _serve(
             if message["type"] == "http.disconnect":
                 return False
 
-    writing = asyncio.create_task(stream())
+    writing = asyncio.create_task(send_events())
     watching = asyncio.create_task(watch_client())
     try:
         await asyncio.wait({writing, watching}, return_when=asyncio.FIRST_COMPLETED)

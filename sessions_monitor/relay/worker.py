@@ -3,11 +3,13 @@ broadcast events. The loops are trivial; the steps (`handle_item`, `handle_watch
 `rescan_once`, `discover_once`, `renew_leases`) are what tests call directly.
 
 Embedded (`serve` without REDIS_URL): runs inside daphne's event loop, `LocalLeases`.
-Scaled (`runrelay`, REDIS_URL): several processes, `RedisLeases` decide who streams what.
+Scaled (`runrelay`, REDIS_URL): several processes, `RedisLeases` decide who follows what.
+The entry point that builds a relay hands it to whatever reports on it (`build_application
+(relay=...)`, `metrics.register_process_collector(relay)`); nothing looks it up.
 
-What the upstream sends while nobody streams a session is gone (no event ids, no replay).
-So every time a session's stream (re)starts after a drop, a stall, a relay restart or a
-take-over, the relay stores a `gap` event from the last byte seen (or the last moment any
+What the upstream sends while nobody follows a session is gone (no event ids, no replay).
+So every time a session's upstream link (re)starts after a drop, a stall, a relay restart or
+a take-over, the relay stores a `gap` event from the last byte seen (or the last moment any
 relay said the link was live) to the new connection, and reconciles who is present, both
 ways, against the session object it reads just before connecting.
 """
@@ -30,9 +32,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from sessions_monitor import selectors, services, telemetry
+from sessions_monitor import messages, selectors, services, telemetry
 from sessions_monitor.relay.discovery import discover_sessions
-from sessions_monitor.relay.leases import Leases, LocalLeases
+from sessions_monitor.relay.leases import Leases, LocalLeases, RedisLeases
 from sessions_monitor.relay.writes import OrderedWrites, Write
 from sessions_monitor.upstream import (
     TERMINAL_STATUSES,
@@ -44,6 +46,7 @@ from sessions_monitor.upstream import (
     UpstreamError,
     UpstreamEvent,
     UpstreamSession,
+    is_valid_session_id,
 )
 
 logger = logging.getLogger(__name__)
@@ -52,12 +55,6 @@ SNAPSHOT_SECONDS = 5.0
 STOP_WRITES_SECONDS = 4.0
 # stop(): how long releasing leases may take (Redis may be the thing that is down).
 STOP_LEASES_SECONDS = 2.0
-
-_current: Relay | None = None
-
-
-def current_relay() -> Relay | None:
-    return _current
 
 
 @dataclass
@@ -136,8 +133,6 @@ class Relay:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        global _current
-        _current = self
         self.running = True
         self.started_at = time.time()
         self._loops = [
@@ -161,7 +156,6 @@ class Relay:
         """Bounded whatever is broken: readers stop at once; queued writes get
         STOP_WRITES_SECONDS (what is left then is logged as lost); leases are released
         within STOP_LEASES_SECONDS (they expire on their own otherwise)."""
-        global _current
         self.running = False
         for task in [*self._loops, *self._tasks.values()]:
             task.cancel()
@@ -189,8 +183,6 @@ class Relay:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(STOP_LEASES_SECONDS):
                 await self.leases.close()
-        if _current is self:
-            _current = None
         logger.info("relay stopped")
 
     async def _every(self, seconds: float, step: Callable[[], Awaitable[Any]]) -> None:
@@ -210,7 +202,7 @@ class Relay:
         assert layer is not None
         while True:
             try:
-                message = await layer.receive(services.RELAY_CHANNEL)
+                message = await layer.receive(messages.RELAY_CHANNEL)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -227,14 +219,12 @@ class Relay:
     # -- steps --------------------------------------------------------------------------------
 
     async def handle_watch_message(self, message: dict[str, Any]) -> bool:
-        session_id = message.get("session_id")
-        if not isinstance(session_id, str):
+        request = messages.parse_watch_message(message)
+        if request is None:
             return False
-        if message.get("type") == "session.watch":
-            return await self.watch(session_id)
-        if message.get("type") == "session.unwatch":
-            return await self.unwatch(session_id)
-        return False
+        if request.watched:
+            return await self.watch(request.session_id)
+        return await self.unwatch(request.session_id)
 
     def is_following(self, session_id: str) -> bool:
         task = self._tasks.get(session_id)
@@ -245,11 +235,7 @@ class Relay:
 
     async def watch(self, session_id: str) -> bool:
         """Start following a session if no relay does yet. True when this call started it."""
-        if not self.running or self.is_following(session_id):
-            return False
-        try:
-            services.validate_session_id(session_id)
-        except services.InvalidSessionId:
+        if not self.running or self.is_following(session_id) or not is_valid_session_id(session_id):
             return False
         if not await self.leases.acquire(session_id):
             return False
@@ -517,14 +503,15 @@ def channel_prefix() -> str:
     return str(layers["default"].get("CONFIG", {}).get("prefix", "meetingdash"))
 
 
-def build_embedded_relay(*, upstream_url: str, token: str) -> Relay:
-    """The relay `serve` runs in its own event loop when there is no REDIS_URL."""
-    return Relay(upstream_url=upstream_url, token=token, mode="embedded")
+def build_embedded_relay(
+    *, upstream_url: str, token: str, client: MeetingBuddyClient | None = None
+) -> Relay:
+    """The relay `serve` runs in its own event loop when there is no REDIS_URL; `client`:
+    the process's shared one (`lookups.shared_client`), so look-ups and the relay share it."""
+    return Relay(upstream_url=upstream_url, token=token, client=client, mode="embedded")
 
 
 def build_scaled_relay(*, upstream_url: str, redis_url: str) -> Relay:
-    from sessions_monitor.relay.leases import RedisLeases
-
     return Relay(
         upstream_url=upstream_url,
         token=settings.MEETINGBUDDY_API_TOKEN,

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sessions_monitor.upstream.ids import is_valid_session_id
+
 from .http import (
     Message,
     Receive,
@@ -24,7 +26,7 @@ from .http import (
     error_response,
     json_response,
 )
-from .model import SessionConflict, valid_session_id
+from .model import SessionConflict
 from .scenarios import PLATFORMS, Step, detect_platform, step_from_dict
 from .stream import serve_stream
 
@@ -127,7 +129,7 @@ class SimulatorApp:
                 return denied
         params = match.groupdict()
         session_id = params.get("session_id")
-        if session_id is not None and not route.control and not valid_session_id(session_id):
+        if session_id is not None and not route.control and not is_valid_session_id(session_id):
             return error_response(
                 422, "INVALID_SESSION_ID_FORMAT", details={"session_id": session_id}
             )
@@ -324,7 +326,7 @@ class SimulatorApp:
 
     async def eventsource_probe(self, request: Request) -> Response:
         session_id = request.query_value("session_id") or ""
-        if not valid_session_id(session_id):
+        if not is_valid_session_id(session_id):
             return error_response(
                 422, "INVALID_SESSION_ID_FORMAT", details={"session_id": session_id}
             )

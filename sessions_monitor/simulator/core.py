@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sessions_monitor.upstream.ids import SESSION_ID_PATTERN, is_valid_session_id
+
 from .app import SimulatorApp
 from .faults import Faults
-from .model import CLOSE_DATA, SessionConflict, SimSession, StreamEvent, valid_session_id
+from .model import CLOSE_DATA, SessionConflict, SimSession, StreamEvent
 from .scenarios import Scenario, Step, detect_platform, generate_scenario, session_id_for
 
 logger = logging.getLogger("meetingdash.simulator")
@@ -200,8 +202,8 @@ class Simulator:
         metadata: dict[str, Any] | None = None,
     ) -> SimSession:
         """A new session in `initializing`, running `script` (default: a generated one)."""
-        if session_id is not None and not valid_session_id(session_id):
-            raise ValueError("session_id must match mbsess_[A-Za-z0-9_-]{1,64}")
+        if session_id is not None and not is_valid_session_id(session_id):
+            raise ValueError(f"session_id must match {SESSION_ID_PATTERN}")
         if session_id is not None and session_id in self._sessions:
             raise SessionConflict(f"session {session_id} already exists")
         self._api_created += 1

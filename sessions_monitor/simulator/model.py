@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .scenarios import ACTIVE_SET, TERMINAL_STATUSES, Step, format_timestamp
+from sessions_monitor.upstream.events import TERMINAL_STATUSES
 
-SESSION_ID_RE = re.compile(r"mbsess_[A-Za-z0-9_-]{1,64}")
+from .scenarios import ACTIVE_SET, Step, format_timestamp
+
 HISTORY_LIMIT = 1000
 CLOSE_DATA: dict[str, Any] = {"reason": "session_ended"}
-
-
-def valid_session_id(value: str) -> bool:
-    return SESSION_ID_RE.fullmatch(value) is not None
 
 
 class SessionConflict(ValueError):

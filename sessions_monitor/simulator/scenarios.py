@@ -24,7 +24,6 @@ STATUSES = (
     "completed",
     "failed",
 )
-TERMINAL_STATUSES = frozenset({"completed", "failed"})
 ACTIVE_SET = frozenset({"initializing", "joining", "active", "recording"})
 
 PARTICIPANT_NAMES = (
@@ -97,16 +96,6 @@ class Step:
     error_code: str | None = None
     error_message: str | None = None
     timestamp: datetime | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"after": self.after}
-        for key in ("status", "join", "leave", "error_code", "error_message"):
-            value = getattr(self, key)
-            if value is not None:
-                data[key] = value
-        if self.timestamp is not None:
-            data["timestamp"] = format_timestamp(self.timestamp)
-        return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,11 @@ class SessionNotFound(UpstreamError):
     default_message = "The session does not exist upstream."
 
 
-class InvalidSessionId(UpstreamError):
+class InvalidSessionId(UpstreamError, ValueError):
+    """The one malformed-id error: raised by `ids.validate_session_id` before any request
+    or write (status None), and for the upstream's 422. A ValueError too, as a bad
+    argument is."""
+
     kind = "invalid_session_id"
     default_code = "INVALID_SESSION_ID_FORMAT"
     default_message = "The session id is not a valid Meeting Buddy session id."

@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+#: The statuses a session never leaves: the one definition (models, simulator and pages use it).
 TERMINAL_STATUSES = frozenset({"completed", "failed"})
 
 

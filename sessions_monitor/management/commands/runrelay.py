@@ -11,21 +11,19 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from prometheus_client import start_http_server
 
-from sessions_monitor.relay.worker import build_scaled_relay
+from sessions_monitor import metrics, telemetry
+from sessions_monitor.relay.worker import Relay, build_scaled_relay
 from sessions_monitor.shutdown import arm_exit_watchdog
 
 logger = logging.getLogger("meetingdash.runrelay")
 
 
-def serve_metrics(host: str, port: int) -> None:
+def serve_metrics(host: str, port: int, relay: Relay) -> None:
     """`/metrics` of this relay (no Django here: prometheus-client's own small server, in a
     thread). Bind it where only Prometheus reaches it: it has no authentication."""
-    from prometheus_client import start_http_server
-
-    from sessions_monitor import metrics, telemetry
-
-    metrics.register_process_collector()
+    metrics.register_process_collector(relay)
     start_http_server(port, addr=host, registry=telemetry.REGISTRY)
     logger.info("relay metrics on http://%s:%d/metrics", host, port)
 
@@ -46,7 +44,9 @@ class Command(BaseCommand):
         )
         if settings.MEETINGDASH_RELAY_METRICS_PORT:
             serve_metrics(
-                settings.MEETINGDASH_RELAY_METRICS_HOST, settings.MEETINGDASH_RELAY_METRICS_PORT
+                settings.MEETINGDASH_RELAY_METRICS_HOST,
+                settings.MEETINGDASH_RELAY_METRICS_PORT,
+                relay,
             )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -20,7 +20,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sessions_monitor import lookups
 from sessions_monitor.background import BackgroundService
+from sessions_monitor.relay.worker import Relay, build_embedded_relay
 from sessions_monitor.shutdown import arm_exit_watchdog
+from sessions_monitor.simulator import Simulator
 
 logger = logging.getLogger("meetingdash.serve")
 STOP_SERVICE_SECONDS = 10.0
@@ -65,25 +67,28 @@ class Command(BaseCommand):
         from meetingdash.asgi import build_application
         from sessions_monitor.server import DeadlineServer
 
+        loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
         services: list[BackgroundService] = []
         simulator_app = None
         if with_simulator:
-            from sessions_monitor.simulator import Simulator
-
             simulator = Simulator.from_environment()
             simulator_app = simulator.asgi_app
             services.append(simulator)
-            lookups.configure(upstream_url, upstream_token)
+        lookups.configure(upstream_url, upstream_token)
+        relay: Relay | None = None
         if not settings.REDIS_URL:
-            from sessions_monitor.relay.worker import build_embedded_relay
-
-            services.append(build_embedded_relay(upstream_url=upstream_url, token=upstream_token))
+            # Look-ups and the relay share the process's one upstream client.
+            relay = build_embedded_relay(
+                upstream_url=upstream_url, token=upstream_token, client=lookups.shared_client(loop)
+            )
+            services.append(relay)
 
         # The embedded relay reaches the simulator by this loopback address, which need not
         # be in ALLOWED_HOSTS (the public name is).
         relay_host = urlsplit(upstream_url).hostname or ""
-        application = build_application(simulator_app=simulator_app, simulator_hosts=(relay_host,))
-        loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
+        application = build_application(
+            relay=relay, simulator_app=simulator_app, simulator_hosts=(relay_host,)
+        )
 
         def start_services() -> None:
             for service in services:
