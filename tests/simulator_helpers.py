@@ -174,14 +174,3 @@ def frames(body: bytes) -> list[Frame]:
 
 def events(body: bytes) -> list[Frame]:
     return [frame for frame in frames(body) if frame.event is not None]
-
-
-def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(interval)

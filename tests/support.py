@@ -1,4 +1,5 @@
-"""Shared test helpers: free ports, subprocess servers, and the services policy.
+"""Shared test helpers: factories, waits on conditions, free ports, subprocess servers, and
+the services policy.
 
 Tests that need Redis, PostgreSQL or Chromium skip with a reason when those are missing,
 unless MEETINGDASH_REQUIRE_SERVICES=1 (CI), where a missing service fails the test.
@@ -6,7 +7,9 @@ unless MEETINGDASH_REQUIRE_SERVICES=1 (CI), where a missing service fails the te
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -14,13 +17,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from sessions_monitor.models import MeetingSession
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.getenv("MEETINGDASH_REQUIRE_SERVICES") == "1"
@@ -33,6 +43,70 @@ def service_missing(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"required service missing: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+# --- factories ----------------------------------------------------------------------------------
+
+
+def make_session(session_id: str, *, minutes_ago: float = 0, **fields: Any) -> MeetingSession:
+    """A stored session: active, watched, its upstream link live, started five minutes before
+    its last event, which was `minutes_ago`. `fields` override any column."""
+    from sessions_monitor.models import MeetingSession
+
+    at = timezone.now() - timedelta(minutes=minutes_ago)
+    values: dict[str, Any] = {
+        "bot_name": "Buddy",
+        "platform": "zoom",
+        "meeting_link": "https://zoom.us/j/1",
+        "status": "active",
+        "started_at": at - timedelta(minutes=5),
+        "last_event_at": at,
+        "status_since": at,
+        "stream_state": "live",
+        "watched": True,
+    }
+    return MeetingSession.objects.create(session_id=session_id, **{**values, **fields})
+
+
+# --- waiting on conditions -----------------------------------------------------------------------
+# Tests wait for what they expect to happen, never for a fixed time: `seconds` only bounds a
+# wait that would otherwise hang, and the failure says what never happened.
+
+
+def wait_until(check: Callable[[], T], seconds: float = 10.0, what: str = "the condition") -> T:
+    """Poll `check` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {seconds:g}s waiting for {what} (last {value!r})"
+            )
+        time.sleep(0.05)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any] | Any], seconds: float = 10.0, what: str = "the condition"
+) -> Any:
+    """Poll `check` (a coroutine function or a plain one) until its answer is truthy, and
+    return that answer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {seconds:g}s waiting for {what} (last {value!r})"
+            )
+        await asyncio.sleep(0.05)
+
+
+# --- servers -------------------------------------------------------------------------------------
 
 
 def free_port() -> int:

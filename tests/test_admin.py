@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from sessions_monitor import admin as session_admin
 from sessions_monitor.models import ApiToken, MeetingSession, Presence, SessionEvent
-from tests.support import service_missing
+from tests.support import make_session, service_missing
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +32,7 @@ def change_url(session_id: str) -> str:
     return reverse("admin:sessions_monitor_meetingsession_change", args=[session_id])
 
 
-def make_session(
+def make_history(
     number: int,
     *,
     status: str = "completed",
@@ -42,17 +42,22 @@ def make_session(
     events: int = 0,
     started: dt.datetime | None = None,
 ) -> MeetingSession:
+    """Session number `number` with its history: status events, joins and presences, and
+    `events` stream notes; it ended half an hour after it started."""
     started = started or T0 + dt.timedelta(hours=number)
-    session = MeetingSession.objects.create(
-        session_id=f"mbsess_s{number:05d}",
+    session = make_session(
+        f"mbsess_s{number:05d}",
         bot_name=f"Bot {number}",
         meeting_link=f"https://zoom.us/j/{900000 + number}",
         platform=platform,
         status=status,
+        status_since=None,
         error_code=error_code,
         started_at=started,
         ended_at=started + dt.timedelta(minutes=30),
         last_event_at=started + dt.timedelta(minutes=30),
+        stream_state="idle",
+        watched=False,
         peak_participants=len(tuple(participants)),
     )
     seq = 0
@@ -126,7 +131,7 @@ def login(user: User) -> Client:
 
 
 def test_it_lists_sessions_with_their_columns(admin_client: Client) -> None:
-    make_session(1, status="failed", error_code="MEETING_NOT_FOUND")
+    make_history(1, status="failed", error_code="MEETING_NOT_FOUND")
     response = admin_client.get(reverse(CHANGELIST), {"_facets": "1"})
     assert response.status_code == 200
     assert not response.context["cl"].add_facets, "no per-choice COUNTs at 100k rows"
@@ -154,10 +159,10 @@ def test_it_lists_sessions_with_their_columns(admin_client: Client) -> None:
 def test_it_filters_sessions(
     admin_client: Client, query: dict[str, str], expected: set[str]
 ) -> None:
-    make_session(1)
-    make_session(2, status="failed", error_code="JOIN_TIMEOUT")
-    make_session(3, platform="teams")
-    make_session(4, started=dt.datetime(2025, 6, 1, tzinfo=dt.UTC))
+    make_history(1)
+    make_history(2, status="failed", error_code="JOIN_TIMEOUT")
+    make_history(3, platform="teams")
+    make_history(4, started=dt.datetime(2025, 6, 1, tzinfo=dt.UTC))
     response = admin_client.get(reverse(CHANGELIST), query)
     assert response.status_code == 200
     shown = {session.session_id for session in response.context["cl"].result_list}
@@ -180,9 +185,9 @@ def test_it_filters_sessions(
 def test_it_searches_id_bot_link_and_participant(
     admin_client: Client, term: str, expected: set[str]
 ) -> None:
-    make_session(1, participants=["Alice", "Bob"])
-    make_session(2, participants=["Alice", "Carol", "Alice Again"])
-    make_session(3, participants=["Dave"])
+    make_history(1, participants=["Alice", "Bob"])
+    make_history(2, participants=["Alice", "Carol", "Alice Again"])
+    make_history(3, participants=["Dave"])
     response = admin_client.get(reverse(CHANGELIST), {"q": term})
     assert response.status_code == 200
     shown = [session.session_id for session in response.context["cl"].result_list]
@@ -192,7 +197,7 @@ def test_it_searches_id_bot_link_and_participant(
 
 
 def test_the_session_page_shows_timeline_inlines_and_links(admin_client: Client) -> None:
-    session = make_session(1, status="failed", error_code="JOIN_TIMEOUT", participants=["Alice"])
+    session = make_history(1, status="failed", error_code="JOIN_TIMEOUT", participants=["Alice"])
     response = admin_client.get(change_url(session.session_id))
     assert response.status_code == 200
     body = response.content.decode()
@@ -208,7 +213,7 @@ def test_the_session_page_shows_timeline_inlines_and_links(admin_client: Client)
 
 
 def test_the_session_page_caps_the_event_inline(admin_client: Client) -> None:
-    session = make_session(1, events=130)
+    session = make_history(1, events=130)
     response = admin_client.get(change_url(session.session_id))
     body = response.content.decode()
     cap = session_admin.INLINE_EVENT_CAP
@@ -219,8 +224,8 @@ def test_the_session_page_caps_the_event_inline(admin_client: Client) -> None:
 
 
 def test_the_session_page_query_count_does_not_grow_with_events(admin_client: Client) -> None:
-    small = make_session(1, events=5)
-    big = make_session(2, events=300)
+    small = make_history(1, events=5)
+    big = make_history(2, events=300)
     admin_client.get(change_url(small.session_id))  # warm caches (content types, sessions)
     with CaptureQueriesContext(connection) as few:
         assert admin_client.get(change_url(small.session_id)).status_code == 200
@@ -230,8 +235,8 @@ def test_the_session_page_query_count_does_not_grow_with_events(admin_client: Cl
 
 
 def test_events_and_presence_have_their_own_pages(admin_client: Client) -> None:
-    make_session(1, participants=["Alice"])
-    make_session(2, participants=["Bob"], status="failed")
+    make_history(1, participants=["Alice"])
+    make_history(2, participants=["Bob"], status="failed")
     events = admin_client.get(reverse(EVENTS), {"session__session_id__exact": "mbsess_s00002"})
     assert events.status_code == 200
     listed = list(events.context["cl"].result_list)
@@ -259,7 +264,7 @@ def test_events_and_presence_have_their_own_pages(admin_client: Client) -> None:
 def test_non_staff_and_anonymous_are_sent_to_the_admin_login(
     django_user_model: type[User], who: str, page: str
 ) -> None:
-    session = make_session(1)
+    session = make_history(1)
     client = Client()
     if who == "non_staff":
         user = django_user_model.objects.create_user("plain", password="pw")
@@ -272,7 +277,7 @@ def test_non_staff_and_anonymous_are_sent_to_the_admin_login(
 
 
 def test_nobody_edits_or_adds_history_not_even_a_superuser(admin_client: Client) -> None:
-    session = make_session(1)
+    session = make_history(1)
     event = SessionEvent.objects.filter(session=session).first()
     assert event is not None
     edit = admin_client.post(change_url(session.session_id), {"bot_name": "Changed"})
@@ -288,7 +293,7 @@ def test_nobody_edits_or_adds_history_not_even_a_superuser(admin_client: Client)
 
 
 def test_deleting_history_needs_the_explicit_delete_permission(staff_viewer: User) -> None:
-    session = make_session(1)
+    session = make_history(1)
     client = login(staff_viewer)
     delete_url = reverse("admin:sessions_monitor_meetingsession_delete", args=[session.pk])
     assert client.get(delete_url).status_code == 403
@@ -330,9 +335,9 @@ def expected_rows(session_ids: list[str]) -> list[tuple[str, int]]:
 def test_csv_export_streams_every_event_of_the_selected_sessions_in_order(
     admin_client: Client,
 ) -> None:
-    make_session(1, events=40)
-    make_session(2, participants=["=cmd|' /C calc'!A0", "Bob"], events=5)
-    make_session(3, events=7)
+    make_history(1, events=40)
+    make_history(2, participants=["=cmd|' /C calc'!A0", "Bob"], events=5)
+    make_history(3, events=7)
     chosen = ["mbsess_s00003", "mbsess_s00001"]
     response = admin_client.post(
         reverse(CHANGELIST), {"action": "export_events_csv", "_selected_action": chosen}
@@ -361,8 +366,8 @@ async def test_csv_export_streams_asynchronously_under_asgi(
     @sync_to_async
     def setup() -> None:
         django_user_model.objects.create_superuser("root", password="pw")
-        make_session(1, events=3)
-        make_session(2, events=2500)
+        make_history(1, events=3)
+        make_history(2, events=2500)
 
     await setup()
     await async_client.aforce_login(await django_user_model.objects.aget(username="root"))
@@ -380,8 +385,8 @@ async def test_csv_export_streams_asynchronously_under_asgi(
 
 
 def test_watch_and_unwatch_actions_flag_the_sessions(admin_client: Client) -> None:
-    make_session(1, status="active")
-    make_session(2, status="active")
+    make_history(1, status="active")
+    make_history(2, status="active")
     admin_client.post(
         reverse(CHANGELIST),
         {"action": "watch_sessions", "_selected_action": ["mbsess_s00001", "mbsess_s00002"]},
@@ -399,7 +404,7 @@ def test_watch_and_unwatch_actions_flag_the_sessions(admin_client: Client) -> No
 
 
 def test_watching_needs_the_change_permission(django_user_model: type[User]) -> None:
-    make_session(1, status="active")
+    make_history(1, status="active")
     viewer = django_user_model.objects.create_user("onlyview", password="pw", is_staff=True)
     viewer.user_permissions.set(Permission.objects.filter(codename="view_meetingsession"))
     client = login(viewer)
@@ -501,21 +506,21 @@ def test_changelist_query_count_is_the_same_for_10_and_200_sessions(
     admin_client: Client, params: dict[str, str]
 ) -> None:
     for number in range(10):
-        make_session(number)
+        make_history(number)
     with_10 = count_changelist_queries(admin_client, reverse(CHANGELIST), params)
     assert len(admin_client.get(reverse(CHANGELIST), params).context["cl"].result_list) == 10
     for number in range(10, 200):
-        make_session(number, participants=["Alice", "Bob"])
+        make_history(number, participants=["Alice", "Bob"])
     with_200 = count_changelist_queries(admin_client, reverse(CHANGELIST), params)
     assert len(admin_client.get(reverse(CHANGELIST), params).context["cl"].result_list) == 200
     assert with_200 == with_10
 
 
 def test_event_list_query_count_does_not_grow_with_rows(admin_client: Client) -> None:
-    make_session(1, events=5)
+    make_history(1, events=5)
     small = count_changelist_queries(admin_client, reverse(EVENTS), {})
     for number in range(2, 12):
-        make_session(number, events=20)
+        make_history(number, events=20)
     assert count_changelist_queries(admin_client, reverse(EVENTS), {}) == small
 
 
@@ -525,7 +530,7 @@ def test_big_unfiltered_event_list_uses_the_estimate_not_count_star(
 ) -> None:
     if connection.vendor != "postgresql":
         service_missing("needs PostgreSQL (DATABASE_URL=postgres://...)")
-    make_session(1, events=400)
+    make_history(1, events=400)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE sessions_monitor_sessionevent")
     monkeypatch.setattr(session_admin.EstimatedCountPaginator, "estimate_above", 100)
@@ -558,7 +563,7 @@ QUOTED_IDS = ["mbsess_AB12cd", "mbsess_5F_x", "mbsess_plain"]
 
 
 def _with_id(session_id: str) -> MeetingSession:
-    session = make_session(len(session_id), participants=["Alice", "Bob"])
+    session = make_history(len(session_id), participants=["Alice", "Bob"])
     MeetingSession.objects.filter(pk=session.pk).update(session_id=session_id)
     SessionEvent.objects.filter(session_id=session.pk).update(session_id=session_id)
     Presence.objects.filter(session_id=session.pk).update(session_id=session_id)

@@ -15,12 +15,12 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from sessions_monitor import consumers
-from sessions_monitor.hub import HubMessage, Subscription, get_hub
+from sessions_monitor.hub import Subscription, get_hub
+from sessions_monitor.messages import SESSIONS_GROUP, HubMessage, session_group
 from sessions_monitor.models import MeetingSession, SessionEvent
 from sessions_monitor.routing import websocket_urlpatterns
 from sessions_monitor.selectors import event_to_dict, session_summary
-from sessions_monitor.services import SESSIONS_GROUP, session_group
-from tests.support import login_cookie
+from tests.support import eventually, login_cookie, make_session
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -79,20 +79,6 @@ async def receive_until(communicator: WebsocketCommunicator, text: str) -> str:
             return frame
 
 
-def make_session(session_id: str, **fields: Any) -> MeetingSession:
-    now = timezone.now()
-    values: dict[str, Any] = {
-        "bot_name": "Buddy",
-        "status": "active",
-        "started_at": now,
-        "last_event_at": now,
-        "stream_state": "live",
-        "watched": True,
-        **fields,
-    }
-    return MeetingSession.objects.create(session_id=session_id, **values)
-
-
 def store(session_id: str, seq: int, kind: str = "status", **fields: Any) -> dict[str, Any]:
     session = MeetingSession.objects.get(pk=session_id)
     event = SessionEvent.objects.create(
@@ -129,6 +115,24 @@ async def frames_until(communicator: WebsocketCommunicator, last_seq: int) -> li
 
 def rows(frames: list[str]) -> list[int]:
     return [int(seq) for frame in frames for seq in ROW.findall(frame)]
+
+
+async def caught_up(session_id: str, user: User) -> WebsocketCommunicator:
+    """A detail page whose hello (`after` 0) has been answered with the stored event 1: what
+    is stored or broadcast from now on can only reach it live."""
+    communicator = await connect(f"/ws/sessions/{session_id}/", user)
+    await communicator.send_to(text_data=json.dumps({"after": 0}))
+    assert rows(await frames_until(communicator, 1)) == [1]
+    return communicator
+
+
+async def frames_through(communicator: WebsocketCommunicator, text: str) -> list[str]:
+    """Every frame up to and including the first that contains `text`: what a later message
+    proves did (not) come before it."""
+    frames = [await communicator.receive_from(timeout=5)]
+    while text not in frames[-1]:
+        frames.append(await communicator.receive_from(timeout=5))
+    return frames
 
 
 # --- auth ------------------------------------------------------------------------------------
@@ -218,13 +222,12 @@ async def test_a_hole_in_live_events_is_filled_from_history(
     fresh_channel_layer: Any, user: User
 ) -> None:
     await database_sync_to_async(make_session)("mbsess_hole")
-    communicator = await connect("/ws/sessions/mbsess_hole/", user)
-    await communicator.send_to(text_data=json.dumps({"after": 0}))
-    await asyncio.sleep(0.1)
-    await database_sync_to_async(store)("mbsess_hole", 1)  # stored, its broadcast lost
-    two = await database_sync_to_async(store)("mbsess_hole", 2)
-    await broadcast(fresh_channel_layer, "mbsess_hole", two)
-    assert rows(await frames_until(communicator, 2)) == [1, 2]
+    await database_sync_to_async(store)("mbsess_hole", 1)
+    communicator = await caught_up("mbsess_hole", user)
+    await database_sync_to_async(store)("mbsess_hole", 2)  # stored, its broadcast lost
+    three = await database_sync_to_async(store)("mbsess_hole", 3)
+    await broadcast(fresh_channel_layer, "mbsess_hole", three)
+    assert rows(await frames_until(communicator, 3)) == [2, 3]
     await communicator.disconnect()
 
 
@@ -260,9 +263,7 @@ async def test_a_page_claiming_more_than_we_hold_is_reloaded(
 async def test_hub_resync_re_renders_the_regions(fresh_channel_layer: Any, user: User) -> None:
     await database_sync_to_async(make_session)("mbsess_rs")
     await database_sync_to_async(store)("mbsess_rs", 1)
-    communicator = await connect("/ws/sessions/mbsess_rs/", user)
-    await communicator.send_to(text_data=json.dumps({"after": 1}))
-    await asyncio.sleep(0.1)
+    communicator = await caught_up("mbsess_rs", user)
     subscription = next(s for s in get_hub()._feeds["mbsess_rs"].subscribers)
     subscription._deliver(HubMessage("resync", "mbsess_rs", {"reason": "test"}))
     frame = (await frames_until(communicator, 1))[-1]
@@ -297,18 +298,17 @@ async def test_a_burst_arrives_in_one_frame_with_every_row_once(
     fresh_channel_layer: Any, user: User
 ) -> None:
     await database_sync_to_async(make_session)("mbsess_burst")
-    communicator = await connect("/ws/sessions/mbsess_burst/", user)
-    await communicator.send_to(text_data=json.dumps({"after": 0}))
-    await asyncio.sleep(0.1)
-    burst = [await database_sync_to_async(store)("mbsess_burst", seq) for seq in range(1, 201)]
+    await database_sync_to_async(store)("mbsess_burst", 1)
+    communicator = await caught_up("mbsess_burst", user)
+    burst = [await database_sync_to_async(store)("mbsess_burst", seq) for seq in range(2, 202)]
     # Delivered the way the hub does, all before the consumer runs again: one frame.
     (subscription,) = get_hub()._feeds["mbsess_burst"].subscribers
     for data in burst:
         subscription._deliver(HubMessage("event", "mbsess_burst", data, seq=data["seq"]))
-    frames = await frames_until(communicator, 200)
+    frames = await frames_until(communicator, 201)
     assert len(frames) == 1
-    assert rows(frames) == list(range(1, 201))
-    assert frames[0].count('id="live-after"') == 1 and 'value="200"' in frames[0]
+    assert rows(frames) == list(range(2, 202))
+    assert frames[0].count('id="live-after"') == 1 and 'value="201"' in frames[0]
     await communicator.disconnect()
 
 
@@ -316,14 +316,13 @@ async def test_a_burst_through_the_channel_layer_is_coalesced(
     fresh_channel_layer: Any, user: User
 ) -> None:
     await database_sync_to_async(make_session)("mbsess_burst2")
-    communicator = await connect("/ws/sessions/mbsess_burst2/", user)
-    await communicator.send_to(text_data=json.dumps({"after": 0}))
-    await asyncio.sleep(0.1)
-    burst = [await database_sync_to_async(store)("mbsess_burst2", seq) for seq in range(1, 201)]
+    await database_sync_to_async(store)("mbsess_burst2", 1)
+    communicator = await caught_up("mbsess_burst2", user)
+    burst = [await database_sync_to_async(store)("mbsess_burst2", seq) for seq in range(2, 202)]
     for data in burst:
         await broadcast(fresh_channel_layer, "mbsess_burst2", data)
-    frames = await frames_until(communicator, 200)
-    assert rows(frames) == list(range(1, 201))
+    frames = await frames_until(communicator, 201)
+    assert rows(frames) == list(range(2, 202))
     assert len(frames) <= 100, f"{len(frames)} frames for 200 events: not coalesced"
     await communicator.disconnect()
 
@@ -332,10 +331,8 @@ async def test_each_partial_is_rendered_once_per_process_for_all_viewers(
     fresh_channel_layer: Any, user: User, monkeypatch: Any
 ) -> None:
     await database_sync_to_async(make_session)("mbsess_once")
-    viewers = [await connect("/ws/sessions/mbsess_once/", user) for _ in range(5)]
-    for viewer in viewers:
-        await viewer.send_to(text_data=json.dumps({"after": 0}))
-    await asyncio.sleep(0.2)
+    await database_sync_to_async(store)("mbsess_once", 1)
+    viewers = [await caught_up("mbsess_once", user) for _ in range(5)]
     calls: list[str] = []
     real = consumers.render_to_string
 
@@ -345,10 +342,10 @@ async def test_each_partial_is_rendered_once_per_process_for_all_viewers(
 
     monkeypatch.setattr(consumers, "render_to_string", counting)
     data = await database_sync_to_async(store)(
-        "mbsess_once", 1, kind="joined", participant_name="Bo"
+        "mbsess_once", 2, kind="joined", participant_name="Bo"
     )
     await broadcast(fresh_channel_layer, "mbsess_once", data)
-    received = [(await frames_until(viewer, 1))[-1] for viewer in viewers]
+    received = [(await frames_until(viewer, 2))[-1] for viewer in viewers]
     assert len(set(received)) == 1  # the same bytes to everyone
     assert calls.count(f"{consumers.DETAIL}#live-rows") == 1
     assert calls.count(f"{consumers.DETAIL}#live-regions") == 1
@@ -454,11 +451,11 @@ async def test_list_on_a_later_page_updates_in_place_only(
     await fresh_channel_layer.group_send(
         SESSIONS_GROUP, {"type": "sessions.summary", **session_summary(mine)}
     )
-    frame = await receive_until(communicator, shown[0])
-    assert unseen not in frame
+    frames = await frames_through(communicator, shown[0])
+    assert not any(unseen in frame for frame in frames)
     assert (
         f'<article id="session-{shown[0]}" class="session-row" role="listitem" hx-swap-oob="true">'
-        in frame
+        in frames[-1]
     )
     await communicator.disconnect()
 
@@ -475,8 +472,8 @@ async def test_list_search_only_inserts_matching_sessions(
         await fresh_channel_layer.group_send(
             SESSIONS_GROUP, {"type": "sessions.summary", **session_summary(session)}
         )
-    frame = await receive_until(communicator, "session-mbsess_")
-    assert "mbsess_match" in frame and "mbsess_other" not in frame
+    frames = await frames_through(communicator, "session-mbsess_match")
+    assert not any("mbsess_other" in frame for frame in frames)
     await communicator.disconnect()
 
 
@@ -488,8 +485,9 @@ async def test_quiet_channels_send_keepalives(
     await communicator.send_to(text_data=json.dumps({"after": 0}))
     assert await communicator.receive_from(timeout=5) == consumers.KEEPALIVE
     await communicator.disconnect()
-    await asyncio.sleep(0.05)
-    assert get_hub().subscriber_count("mbsess_quiet") == 0
+    await eventually(
+        lambda: get_hub().subscriber_count("mbsess_quiet") == 0, what="the page to unsubscribe"
+    )
 
 
 async def test_single_flight_shares_a_read_only_with_later_subscribers() -> None:
@@ -507,10 +505,10 @@ async def test_single_flight_shares_a_read_only_with_later_subscribers() -> None
     early = loop.time()
     first = asyncio.ensure_future(consumers.single_flight(("k",), read, not_before=early))
     second = asyncio.ensure_future(consumers.single_flight(("k",), read, not_before=early))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: calls == 1, what="the first read to begin")
     late = loop.time() + 1  # subscribed after the first read began: must not share it
     third = asyncio.ensure_future(consumers.single_flight(("k",), read, not_before=late))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: calls == 2, what="the late subscriber's own read to begin")
     gate.set()
     assert await asyncio.gather(first, second, third) == [1, 1, 2]
     assert calls == 2 and not consumers._in_flight
@@ -520,20 +518,19 @@ async def test_live_frames_re_send_only_the_regions_an_event_can_change(
     fresh_channel_layer: Any, user: User
 ) -> None:
     await database_sync_to_async(make_session)("mbsess_parts")
-    communicator = await connect("/ws/sessions/mbsess_parts/", user)
-    await communicator.send_to(text_data=json.dumps({"after": 0}))
-    await asyncio.sleep(0.1)
-    note = await database_sync_to_async(store)("mbsess_parts", 1, kind="anomaly", note="odd")
+    await database_sync_to_async(store)("mbsess_parts", 1)
+    communicator = await caught_up("mbsess_parts", user)
+    note = await database_sync_to_async(store)("mbsess_parts", 2, kind="anomaly", note="odd")
     await broadcast(fresh_channel_layer, "mbsess_parts", note)
-    frame = (await frames_until(communicator, 1))[-1]
-    assert 'id="live-after"' in frame and 'value="1"' in frame
+    frame = (await frames_until(communicator, 2))[-1]
+    assert 'id="live-after"' in frame and 'value="2"' in frame
     assert 'id="session-header"' not in frame and 'id="svg-timeline"' not in frame
 
     joined = await database_sync_to_async(store)(
-        "mbsess_parts", 2, kind="joined", participant_name="Al"
+        "mbsess_parts", 3, kind="joined", participant_name="Al"
     )
     await broadcast(fresh_channel_layer, "mbsess_parts", joined)
-    frame = (await frames_until(communicator, 2))[-1]
+    frame = (await frames_until(communicator, 3))[-1]
     assert 'id="participants"' in frame and 'id="session-header"' in frame
     assert 'id="transitions"' not in frame and 'id="failure-panel"' not in frame
     await communicator.disconnect()

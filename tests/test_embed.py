@@ -16,31 +16,17 @@ from django.contrib.auth.models import User
 from django.core import signing
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
-from django.utils import timezone
 
 from sessions_monitor import embed, embed_consumers
 from sessions_monitor.hub import get_hub
-from sessions_monitor.models import MeetingSession
+from sessions_monitor.messages import SESSIONS_GROUP
 from sessions_monitor.routing import websocket_urlpatterns
 from sessions_monitor.selectors import session_summary
-from sessions_monitor.services import SESSIONS_GROUP
+from tests.support import make_session
 
 SID = "mbsess_embed0001"
 OTHER = "mbsess_embed0002"
 ALLOWED = "https://intranet.example.com"
-
-
-def make_session(session_id: str = SID, **fields: Any) -> MeetingSession:
-    now = timezone.now()
-    values: dict[str, Any] = {
-        "bot_name": "Standup Buddy",
-        "status": "active",
-        "status_since": now,
-        "started_at": now,
-        "participants_present": 2,
-        **fields,
-    }
-    return MeetingSession.objects.create(session_id=session_id, **values)
 
 
 def tamper(token: str) -> str:
@@ -108,7 +94,13 @@ def test_only_well_formed_origins_reach_the_csp() -> None:
 def test_the_widget_shows_the_badge_and_may_be_framed_only_by_allowed_origins(
     client: Client,
 ) -> None:
-    make_session(status="failed", error_code="JOIN_TIMEOUT")
+    make_session(
+        SID,
+        status="failed",
+        error_code="JOIN_TIMEOUT",
+        bot_name="Standup Buddy",
+        participants_present=2,
+    )
     response = widget(client, SID, embed.make_token(SID))
     assert response.status_code == 200
     body = response.content.decode()
@@ -125,7 +117,7 @@ def test_the_widget_shows_the_badge_and_may_be_framed_only_by_allowed_origins(
 @pytest.mark.django_db
 @pytest.mark.parametrize("case", ["tampered", "expired", "other-session", "missing"])
 def test_a_bad_token_gets_a_403_page_with_no_session_data(client: Client, case: str) -> None:
-    make_session()
+    make_session(SID, bot_name="Standup Buddy", participants_present=2)
     make_session(OTHER, bot_name="Other Buddy")
     token: str | None = {
         "tampered": tamper(embed.make_token(SID)),
@@ -144,7 +136,7 @@ def test_a_bad_token_gets_a_403_page_with_no_session_data(client: Client, case: 
 def test_every_other_page_still_refuses_framing(client: Client, admin_client: Client) -> None:
     assert client.get("/accounts/login/")["X-Frame-Options"] == "DENY"
     assert admin_client.get("/admin/")["X-Frame-Options"] == "DENY"
-    make_session()
+    make_session(SID)
     assert admin_client.get(f"/sessions/{SID}/")["X-Frame-Options"] == "DENY"
 
 
@@ -152,7 +144,7 @@ def test_every_other_page_still_refuses_framing(client: Client, admin_client: Cl
 def test_the_embed_permission_gets_a_ready_to_paste_snippet(
     admin_client: Client, client: Client
 ) -> None:
-    make_session()
+    make_session(SID)
     response = admin_client.get(f"/embed/sessions/{SID}/snippet/", {"days": "5"})
     assert response.status_code == 200
     body = response.content.decode()
@@ -172,7 +164,7 @@ def test_the_embed_permission_gets_a_ready_to_paste_snippet(
 def test_minting_widget_links_needs_the_embed_permission_not_staff(client: Client) -> None:
     from django.contrib.auth.models import Permission
 
-    make_session()
+    make_session(SID)
     staff = User.objects.create_user("staffer", password="pw-staff-123", is_staff=True)
     client.force_login(staff)
     assert client.get(f"/embed/sessions/{SID}/snippet/").status_code == 403
@@ -211,7 +203,7 @@ def test_the_staff_tools_partial_renders_only_with_permissions(rf: Any, admin_us
 
 @pytest.mark.django_db
 def test_embed_token_command_prints_the_snippet() -> None:
-    make_session()
+    make_session(SID)
     out = StringIO()
     call_command(
         "embed_token", SID, "--days", "2", "--base-url", "https://dash.example", stdout=out
@@ -238,7 +230,7 @@ def socket(session_id: str, token: str) -> WebsocketCommunicator:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("case", ["tampered", "expired", "other-session", "missing"])
 async def test_the_live_channel_refuses_bad_tokens(fresh_channel_layer: Any, case: str) -> None:
-    await database_sync_to_async(make_session)()
+    await database_sync_to_async(make_session)(SID)
     token = {
         "tampered": tamper(embed.make_token(SID)),
         "expired": embed.make_token(SID, days=1, now=time.time() - 2 * 86400),
@@ -256,7 +248,7 @@ async def test_the_live_channel_sends_the_badge_then_each_change_rendered_once(
     fresh_channel_layer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     session = await database_sync_to_async(make_session)(
-        status="joining", participants_present=0, last_seq=5
+        SID, status="joining", participants_present=0, last_seq=5
     )
     renders: list[str] = []
     original = embed_consumers.badge_of
@@ -281,11 +273,14 @@ async def test_the_live_channel_sends_the_badge_then_each_change_rendered_once(
     await fresh_channel_layer.group_send(SESSIONS_GROUP, {"type": "sessions.summary", **stale})
     changed = {**summary, "status": "active", "participants_present": 3, "last_seq": 6}
     await fresh_channel_layer.group_send(SESSIONS_GROUP, {"type": "sessions.summary", **changed})
+    later = {**changed, "participants_present": 4, "last_seq": 7}
+    await fresh_channel_layer.group_send(SESSIONS_GROUP, {"type": "sessions.summary", **later})
     for communicator in (first, second):
         update = await communicator.receive_from(timeout=5)
         assert "In meeting" in update and "3 present" in update
-        assert await communicator.receive_nothing(timeout=0.1)
-    assert renders == [SID], "one render per process per message, other sessions ignored"
+        # The next frame is the later change: nothing came between (no repeat, no stale one).
+        assert "4 present" in await communicator.receive_from(timeout=5)
+    assert renders == [SID, SID], "one render per process per message, other sessions ignored"
     for communicator in (first, second):
         await communicator.disconnect()
     await get_hub().wait_released()
@@ -294,7 +289,7 @@ async def test_the_live_channel_sends_the_badge_then_each_change_rendered_once(
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_live_channel_closes_when_the_token_expires(fresh_channel_layer: Any) -> None:
-    await database_sync_to_async(make_session)()
+    await database_sync_to_async(make_session)(SID, bot_name="Standup Buddy")
     # Expires in 3 s: enough for a connect on a loaded CI machine, short enough to wait for.
     token = embed.make_token(SID, days=1, now=time.time() - 86400 + 3.0)
     communicator = socket(SID, token)
@@ -312,32 +307,37 @@ async def test_the_live_channel_closes_when_the_token_expires(fresh_channel_laye
 async def test_widgets_share_one_summaries_subscription_routed_by_session(
     fresh_channel_layer: Any,
 ) -> None:
-    first_session = await database_sync_to_async(make_session)(status="joining")
+    first_session = await database_sync_to_async(make_session)(SID, status="joining")
     await database_sync_to_async(make_session)(OTHER, status="joining", bot_name="Other Buddy")
     mine, theirs = socket(SID, embed.make_token(SID)), socket(OTHER, embed.make_token(OTHER))
     for communicator in (mine, theirs):
         assert (await communicator.connect())[0]
         await communicator.receive_from(timeout=5)
-    assert get_hub().subscriber_count(None) == 1
-    assert embed_consumers.get_badge_feed().widget_count() == 2
+    # One summaries membership for the process, each widget routed its own session's.
+    assert get_hub().stats()["feeds"] == 1
+    assert get_hub().subscriber_kinds() == {"widget": 2}
 
     summary = await database_sync_to_async(session_summary)(first_session)
     changed = {**summary, "status": "active"}
     await fresh_channel_layer.group_send(SESSIONS_GROUP, {"type": "sessions.summary", **changed})
     assert "In meeting" in await mine.receive_from(timeout=5)
-    assert await theirs.receive_nothing(timeout=0.2), "another session's change is not sent"
+    theirs_changed = {**summary, "session_id": OTHER, "bot_name": "Other Buddy", "status": "failed"}
+    await fresh_channel_layer.group_send(
+        SESSIONS_GROUP, {"type": "sessions.summary", **theirs_changed}
+    )
+    # Their first frame is their own change, sent after mine: mine was not sent to them.
+    assert "Failed" in await theirs.receive_from(timeout=5)
     for communicator in (mine, theirs):
         await communicator.disconnect()
     await get_hub().wait_released()
     assert get_hub().subscriber_count(None) == 0
-    assert embed_consumers.get_badge_feed().widget_count() == 0
 
 
 @pytest.mark.django_db
 def test_the_dashboard_detail_page_offers_admin_and_snippet_to_staff_only(
     admin_client: Client, django_user_model: Any
 ) -> None:
-    make_session()
+    make_session(SID)
     staff_page = admin_client.get(f"/sessions/{SID}/").content.decode()
     assert "/admin/sessions_monitor/meetingsession/mbsess_5Fembed0001/change/" in staff_page
     assert f"/embed/sessions/{SID}/snippet/" in staff_page

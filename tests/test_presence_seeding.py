@@ -7,7 +7,6 @@ present. The relay records those as joins (noted as such) before it opens the st
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
@@ -18,6 +17,7 @@ from sessions_monitor.models import EventKind, MeetingSession, Presence, Session
 from sessions_monitor.relay.worker import Relay
 from sessions_monitor.upstream import BackoffPolicy, UpstreamSession
 from sessions_monitor.upstream.events import ParticipantJoined, ParticipantLeft, StatusChanged
+from tests.support import eventually
 
 
 def sid() -> str:
@@ -125,19 +125,24 @@ async def test_the_relay_seeds_people_already_in_a_meeting_it_starts_watching(
     await relay.start()
     try:
         await relay.watch(session_id)
-        deadline = time.monotonic() + 10
-        while (present := await _present(session_id)) != ["Zoë Müller", "李雷"]:
-            assert time.monotonic() < deadline, present
-            await asyncio.sleep(0.05)
+
+        async def seeded() -> bool:
+            return await _present(session_id) == ["Zoë Müller", "李雷"]
+
+        await eventually(seeded, what="the two people already present")
         # A join the stream reports later is an ordinary join after the seeded ones.
-        while control.stats()["open_streams"].get(session_id, 0) != 1:
-            assert time.monotonic() < deadline, "the relay never opened the stream"
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: asyncio.to_thread(
+                lambda: control.stats()["open_streams"].get(session_id, 0) == 1
+            ),
+            what="the relay's upstream stream",
+        )
         control.emit(session_id, join="Bob")
-        deadline = time.monotonic() + 10
-        while len(await _present(session_id)) != 3:
-            assert time.monotonic() < deadline, await _present(session_id)
-            await asyncio.sleep(0.05)
+
+        async def three_present() -> bool:
+            return len(await _present(session_id)) == 3
+
+        await eventually(three_present, what="Bob's join")
     finally:
         await relay.stop()
     notes = await database_sync_to_async(

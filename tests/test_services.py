@@ -267,13 +267,16 @@ async def test_it_broadcasts_stored_events_to_the_session_and_the_sessions_group
         "active",
         1,
     )
-    # A deduplicated event is not broadcast.
+    # A deduplicated event is not broadcast: the next message is the next new event's.
     assert (
         await services.arecord_event(session_id=session_id, event=status(session_id, "active"))
         is None
     )
-    await asyncio.sleep(0.05)
-    assert events.qsize() == 0
+    assert await services.arecord_event(
+        session_id=session_id, event=status(session_id, "recording", minute=1)
+    )
+    message = await asyncio.wait_for(events.get(), 5)
+    assert (message.seq, message.data["status"]) == (2, "recording")
     events.close()
     summaries.close()
 

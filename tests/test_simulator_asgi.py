@@ -18,6 +18,7 @@ from sessions_monitor.simulator.http import Message
 from sessions_monitor.simulator.scenarios import Step
 from tests.conftest import SimulatorServer
 from tests.simulator_helpers import new_session_id
+from tests.support import eventually
 
 
 class Client:
@@ -72,8 +73,10 @@ async def test_disconnect_ends_the_stream_and_cleans_up() -> None:
             await app
         assert sim.stats.open_streams["mbsess_asgi"] == 0
         assert sim._subscribers == {}
-        await asyncio.sleep(0)
-        assert asyncio.all_tasks() - before - {asyncio.current_task()} == set()
+        await eventually(
+            lambda: asyncio.all_tasks() - before - {asyncio.current_task()} == set(),
+            what="the stream's tasks to end",
+        )
         sent_after = len(client.sent)
         sim.apply_step("mbsess_asgi", Step(status="joining"))
         assert len(client.sent) == sent_after, "nothing is written after a disconnect"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -33,6 +33,7 @@ from sessions_monitor.upstream import (
     UpstreamEvent,
     make_http_client,
 )
+from tests.support import eventually
 
 FAST = BackoffPolicy(initial=0.05, cap=0.2, reset_after_healthy=60.0)
 Item = UpstreamEvent | LinkState
@@ -89,14 +90,6 @@ async def run_follow(
                 if stop is not None and stop(items):
                     break
     return items
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
-    """Poll another process's state until `check` holds (bounded)."""
-    async with asyncio.timeout(seconds):
-        # The state lives in the simulator process: no event to wait on, so poll.
-        while not await check():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
 
 
 def is_status(item: Item, status: str) -> bool:
@@ -336,13 +329,13 @@ async def test_a_silence_longer_than_httpx_default_read_timeout_is_survived(
         return (await control.stats())["open_streams"].get(sid) == 2
 
     async def finish_after_the_silence() -> None:
-        await eventually(stall_over)
+        await eventually(stall_over, 15, "the stall to end")
         await control.emit(sid, status="completed")
 
     async def go_silent() -> None:
         nonlocal plain_task, finish_task
         plain_task = asyncio.create_task(default_client_read())
-        await eventually(both_connected)
+        await eventually(both_connected, what="both clients to be connected")
         await control.set_faults(sid, stall={"seconds": 7, "keepalives": False})
         finish_task = asyncio.create_task(finish_after_the_silence())
 

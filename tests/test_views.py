@@ -9,6 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from sessions_monitor.models import MeetingSession, Presence, SessionEvent
+from tests.support import make_session
 
 pytestmark = pytest.mark.django_db
 
@@ -23,22 +24,6 @@ def client_alice(alice: User) -> Client:
     client = Client()
     client.force_login(alice)
     return client
-
-
-def make_session(session_id: str, *, minutes_ago: int = 0, **fields: Any) -> MeetingSession:
-    at = timezone.now() - timedelta(minutes=minutes_ago)
-    defaults: dict[str, Any] = {
-        "bot_name": "Buddy",
-        "platform": "zoom",
-        "meeting_link": "https://zoom.us/j/1",
-        "status": "active",
-        "started_at": at - timedelta(minutes=5),
-        "last_event_at": at,
-        "status_since": at,
-        "stream_state": "live",
-        "watched": True,
-    }
-    return MeetingSession.objects.create(session_id=session_id, **{**defaults, **fields})
 
 
 def add_event(session: MeetingSession, seq: int, kind: str, **fields: Any) -> SessionEvent:
