@@ -59,7 +59,7 @@ drill: $(TEST_STAMP)
 
 ## screenshots: refresh docs/screenshots from the browser tests (tests never write there)
 screenshots: $(TEST_STAMP)
-	MEETINGDASH_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest tests/e2e/test_browser.py -p no:randomly tests/e2e/test_live_truth.py -k "see_the_simulated_sessions or a_join_appear_live or failure_panel or failing_while_live or upstream_forgets or widget_stops"
+	MEETINGDASH_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -p no:randomly -k "see_the_simulated_sessions or a_join_appear_live or failure_panel or failing_while_live or upstream_forgets or widget_stops" tests/e2e/test_browser.py tests/e2e/test_live_truth.py
 
 fmt: $(TEST_STAMP)
 	$(BIN)/ruff check --fix .

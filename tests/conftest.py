@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, async_playwright
 
 from sessions_monitor.simulator.control import SimulatorControl
 from tests.support import (
@@ -21,57 +21,28 @@ from tests.support import (
 )
 
 
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
-    """A real headless Chromium (Debian's package) driven by Playwright."""
-    if not Path(CHROMIUM_PATH).exists():
-        service_missing(f"Chromium not found at {CHROMIUM_PATH} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def chromium() -> AsyncIterator[Browser]:
+    """A real headless Chromium (Debian's package) driven by Playwright's async API.
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
+    Launched once per run, in the session's event loop; every test that uses it runs in that
+    loop too (see `pytest_collection_modifyitems`)."""
+    if shutil.which(CHROMIUM_PATH) is None:
+        service_missing(f"Chromium not found at {CHROMIUM_PATH} (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
             executable_path=CHROMIUM_PATH, headless=True, args=CHROMIUM_ARGS
         )
         yield browser
-        # Playwright's sync API needs its own loop marked as running while it works;
-        # the hooks below may have unmarked it (when the last test was not a browser test).
-        asyncio._set_running_loop(browser._loop)
-        browser.close()
+        await browser.close()
 
 
-@contextlib.contextmanager
-def _without_playwright_loop(item: pytest.Item) -> Iterator[None]:
-    """Playwright's sync API leaves its loop marked as running in this thread between calls,
-    which makes every later asyncio.run()/pytest-asyncio test fail with "cannot be called from
-    a running event loop". Unmark it around each non-browser test, restore it afterwards."""
-    saved = asyncio._get_running_loop()
-    uses_browser = "chromium" in getattr(item, "fixturenames", ())
-    if saved is None or uses_browser or item.get_closest_marker("browser") is not None:
-        yield
-        return
-    asyncio._set_running_loop(None)
-    try:
-        yield
-    finally:
-        asyncio._set_running_loop(saved)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    with _without_playwright_loop(item):
-        yield
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    with _without_playwright_loop(item):
-        yield
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
-    with _without_playwright_loop(item):
-        yield
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Playwright objects belong to the loop they were made in: tests using the browser run
+    in the session's loop, the one `chromium` was launched in."""
+    for item in items:
+        if "chromium" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.asyncio(loop_scope="session"), append=False)
 
 
 @pytest.fixture(scope="session")

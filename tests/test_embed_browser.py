@@ -6,11 +6,12 @@ One real `serve` (embedded relay + built-in simulator, temp SQLite) and two tiny
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,10 +20,11 @@ from typing import Any
 import httpx
 import pytest
 from django.conf import settings
+from playwright.async_api import Browser, WebSocket
 
 from sessions_monitor import embed
 from sessions_monitor.simulator.control import SimulatorControl
-from tests.support import ROOT, ServerProcess, free_port, run_server
+from tests.support import ROOT, ServerProcess, free_port, run_server, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -80,26 +82,6 @@ class Stack:
         return self.server.base_url + embed.widget_path(session_id, token)
 
 
-def pump_until(page: Any, check: Callable[[], bool], seconds: float, what: str) -> None:
-    """Like wait_until, but lets Playwright deliver events meanwhile (sync API: events are
-    dispatched only while a Playwright call is running, never during time.sleep)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        page.wait_for_timeout(50)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-
-
-def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     database = Path(tmp_path_factory.mktemp("widget")) / "db.sqlite3"
@@ -145,59 +127,66 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stranger.close()
 
 
-def test_the_widget_updates_live_inside_an_iframe_on_an_allowed_origin(
-    stack: Stack, chromium: Any
+async def test_the_widget_updates_live_inside_an_iframe_on_an_allowed_origin(
+    stack: Stack, chromium: Browser
 ) -> None:
-    page = chromium.new_page()
+    page = await chromium.new_page()
     try:
         src = stack.widget_url(SID, embed.make_token(SID))
-        frames: list[Any] = []
-        page.on("websocket", lambda ws: ws.on("framereceived", lambda frame: frames.append(frame)))
-        page.goto(stack.allowed.frame(src))
+        subscribed = asyncio.Event()
+
+        def on_websocket(socket: WebSocket) -> None:
+            socket.on("framereceived", lambda frame: subscribed.set())
+
+        page.on("websocket", on_websocket)
+        await page.goto(stack.allowed.frame(src))
         # The first frame is the badge the server sends once subscribed: live from here on.
-        pump_until(page, lambda: bool(frames), 15, "the widget's live channel to connect")
+        try:
+            await asyncio.wait_for(subscribed.wait(), 15)
+        except TimeoutError:
+            raise AssertionError("the widget's live channel never connected") from None
         badge = page.frame_locator("#widget").locator("#embed-badge")
-        badge.wait_for(timeout=10_000)
-        assert "Joining" in badge.inner_text()
-        assert BOT in badge.inner_text()
-        box = page.locator("#widget").bounding_box()
+        await badge.wait_for(timeout=10_000)
+        assert "Joining" in await badge.inner_text()
+        assert BOT in await badge.inner_text()
+        box = await page.locator("#widget").bounding_box()
         assert box is not None and (box["width"], box["height"]) == (300, 80)
-        assert badge.evaluate(
+        assert await badge.evaluate(
             "el => el.scrollWidth <= 300 && el.getBoundingClientRect().bottom <= 80"
         )
 
         stack.control.emit(SID, status="active")
-        page.frame_locator("#widget").locator("#embed-badge[data-status='active']").wait_for(
-            timeout=10_000
+        await (
+            page.frame_locator("#widget")
+            .locator("#embed-badge[data-status='active']")
+            .wait_for(timeout=10_000)
         )
-        assert "In meeting" in badge.inner_text()
-        assert "0 present" in badge.inner_text()
+        assert "In meeting" in await badge.inner_text()
+        assert "0 present" in await badge.inner_text()
 
         stack.control.emit(SID, join="Alice")
-        page.frame_locator("#widget").locator(
-            "#embed-badge .people[data-participants='1']"
-        ).wait_for(timeout=10_000)
-        assert "1 present" in badge.inner_text()
-    finally:
-        page.close()
-
-
-def test_the_widget_refuses_to_be_framed_by_another_origin(stack: Stack, chromium: Any) -> None:
-    page = chromium.new_page()
-    refusals: list[str] = []
-    page.on("console", lambda message: refusals.append(message.text))
-    try:
-        page.goto(stack.stranger.frame(stack.widget_url(SID, embed.make_token(SID))))
-        pump_until(
-            page,
-            lambda: any("frame-ancestors" in text for text in refusals),
-            10,
-            "Chromium to report the frame-ancestors refusal",
+        await (
+            page.frame_locator("#widget")
+            .locator("#embed-badge .people[data-participants='1']")
+            .wait_for(timeout=10_000)
         )
-        frame = page.frame_locator("#widget")
-        assert frame.locator("#embed-badge").count() == 0
+        assert "1 present" in await badge.inner_text()
     finally:
-        page.close()
+        await page.close()
+
+
+async def test_the_widget_refuses_to_be_framed_by_another_origin(
+    stack: Stack, chromium: Browser
+) -> None:
+    page = await chromium.new_page()
+    try:
+        async with page.expect_console_message(
+            lambda message: "frame-ancestors" in message.text, timeout=10_000
+        ):  # Chromium reports the frame-ancestors refusal
+            await page.goto(stack.stranger.frame(stack.widget_url(SID, embed.make_token(SID))))
+        assert await page.frame_locator("#widget").locator("#embed-badge").count() == 0
+    finally:
+        await page.close()
 
 
 @pytest.mark.parametrize("case", ["tampered", "expired", "other-session"])
@@ -226,15 +215,17 @@ def test_bad_tokens_get_a_403_with_no_session_data(stack: Stack, case: str) -> N
     assert handshake.status_code == 403
 
 
-def test_a_tampered_token_shows_the_refusal_inside_the_frame(stack: Stack, chromium: Any) -> None:
-    page = chromium.new_page()
+async def test_a_tampered_token_shows_the_refusal_inside_the_frame(
+    stack: Stack, chromium: Browser
+) -> None:
+    page = await chromium.new_page()
     try:
         good = embed.make_token(SID)
         bad = good[:-1] + ("A" if not good.endswith("A") else "B")
-        page.goto(stack.allowed.frame(stack.widget_url(SID, bad)))
+        await page.goto(stack.allowed.frame(stack.widget_url(SID, bad)))
         refused = page.frame_locator("#widget").locator("#embed-refused")
-        refused.wait_for(timeout=10_000)
-        text = refused.inner_text()
+        await refused.wait_for(timeout=10_000)
+        text = await refused.inner_text()
         assert "not valid" in text and BOT not in text and SID not in text
     finally:
-        page.close()
+        await page.close()

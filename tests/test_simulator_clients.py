@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from tests.conftest import SimulatorServer, _simulator_server
-from tests.simulator_helpers import events, new_session_id, wait_until
+from tests.simulator_helpers import events, new_session_id
+from tests.support import wait_until
 
 STEPS: list[dict[str, Any]] = [
     {"status": "joining"},
@@ -56,7 +57,9 @@ def test_curl_reads_the_stream_to_close(token_sim: SimulatorServer) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     ) as curl_process:
-        wait_until(lambda: token_sim.control.stats()["open_streams"].get(sid) == 1)
+        wait_until(
+            lambda: token_sim.control.stats()["open_streams"].get(sid) == 1, what="the stream"
+        )
         play(token_sim, sid)
         stdout, stderr = curl_process.communicate(timeout=30)
     assert curl_process.returncode == 0, stderr
@@ -94,22 +97,22 @@ def test_python_requests_iter_lines_loop(token_sim: SimulatorServer) -> None:
 
 
 @pytest.mark.browser
-def test_browser_eventsource_reads_the_stream_to_close(
+async def test_browser_eventsource_reads_the_stream_to_close(
     chromium: Any, simulator_server: SimulatorServer
 ) -> None:
     sid = manual_session(simulator_server)
-    page = chromium.new_page()
+    page = await chromium.new_page()
     try:
-        page.goto(simulator_server.url(f"/_control/eventsource-probe?session_id={sid}"))
-        page.wait_for_selector("#events li", timeout=20_000)
+        await page.goto(simulator_server.url(f"/_control/eventsource-probe?session_id={sid}"))
+        await page.wait_for_selector("#events li", timeout=20_000)
         play(simulator_server, sid)
-        page.wait_for_selector("body[data-state=closed]", timeout=20_000)
-        items = page.eval_on_selector_all(
+        await page.wait_for_selector("body[data-state=closed]", timeout=20_000)
+        items = await page.eval_on_selector_all(
             "#events li", "els => els.map(e => [e.dataset.event, e.textContent])"
         )
-        errors = page.eval_on_selector("body", "b => b.dataset.errors || null")
+        errors = await page.eval_on_selector("body", "b => b.dataset.errors || null")
     finally:
-        page.close()
+        await page.close()
     assert [kind for kind, _ in items] == ["status"] * 7 + ["close"]
     received = [json.loads(data) for _, data in items]
     assert summary(received) == EXPECTED

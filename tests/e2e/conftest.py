@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext
 
 from sessions_monitor.simulator.control import SimulatorControl
-from tests.e2e.dash import Dash, dash_env, prepare_database, serve
+from tests.e2e.dash import Dash, dash_env, new_context, prepare_database, serve
 from tests.support import free_port
 
 
@@ -30,9 +31,8 @@ def dash() -> Iterator[Dash]:
                 control.close()
 
 
-@pytest.fixture
-def context(chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport={"width": 1280, "height": 860})
-    context.set_default_timeout(15_000)
+@pytest_asyncio.fixture(loop_scope="session")
+async def context(chromium: Browser) -> AsyncIterator[BrowserContext]:
+    context = await new_context(chromium)
     yield context
-    context.close()
+    await context.close()

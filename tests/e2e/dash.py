@@ -3,21 +3,23 @@ its own SQLite file) and helpers that drive pages the way a user does."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from playwright.async_api import Browser, BrowserContext, Page
+
 from sessions_monitor.simulator.control import SimulatorControl
-from tests.support import ROOT, ServerProcess, run_server
+from tests.support import ROOT, ServerProcess, eventually, run_server
 
 PASSWORD = "demo-e2e-password"
 # Tests never write tracked files: screenshots go to a temporary folder unless
@@ -83,49 +85,83 @@ def serve(env: dict[str, str], port: int) -> Iterator[ServerProcess]:
         yield process
 
 
-def log_in(page: Any, base_url: str, next_path: str = "/") -> None:
-    page.goto(f"{base_url}/accounts/login/?next={next_path}")
-    page.fill("#id_username", "demo")
-    page.fill("#id_password", PASSWORD)
-    page.click("form.form button[type=submit]")
-    page.wait_for_url(f"{base_url}{next_path}")
+@contextlib.asynccontextmanager
+async def serving(env: dict[str, str], port: int) -> AsyncIterator[ServerProcess]:
+    """`serve`, started and stopped in a worker thread: the browser's events keep flowing
+    while the server boots or shuts down (each takes seconds)."""
+    server = serve(env, port)
+    process = await asyncio.to_thread(server.__enter__)
+    try:
+        yield process
+    finally:
+        await asyncio.to_thread(server.__exit__, None, None, None)
 
 
-def wait_until(check: Callable[[], Any], seconds: float = 15, what: str = "condition") -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-        time.sleep(0.1)
+async def new_context(browser: Browser, **options: Any) -> BrowserContext:
+    """A fresh context (cookies, offline switch) at the dashboard's test viewport."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 860}, **options)
+    context.set_default_timeout(15_000)
+    return context
 
 
-def new_session(dash: Dash, page: Any, **fields: Any) -> str:
+async def log_in(page: Page, base_url: str, next_path: str = "/") -> None:
+    await page.goto(f"{base_url}/accounts/login/?next={next_path}")
+    await page.fill("#id_username", "demo")
+    await page.fill("#id_password", PASSWORD)
+    await page.click("form.form button[type=submit]")
+    await page.wait_for_url(f"{base_url}{next_path}")
+
+
+async def new_session(dash: Dash, page: Page, **fields: Any) -> str:
     """A manual simulator session, discovered by the relay, its detail page loadable."""
     assert dash.control is not None
     session_id = f"mbsess_e2e{uuid.uuid4().hex[:10]}"
     dash.control.create_session(session_id=session_id, manual=True, **fields)
-    url = f"{dash.base_url}/sessions/{session_id}/"
-    wait_until(
-        lambda: page.request.get(url).status == 200 and dash.stored_seqs(session_id),
-        what=f"{session_id} to be watched and stored",
-    )
+    await wait_watched(dash, page, session_id)
     return session_id
 
 
-def open_live(page: Any, url: str) -> None:
-    page.goto(url)
-    page.locator('#browser-link[data-state="live"]').wait_for()
+async def wait_watched(dash: Dash, page: Page, session_id: str, seconds: float = 15) -> list[int]:
+    """Wait until the relay has looked the session up (its detail page loads) and stored its
+    first events; their seqs."""
+
+    async def stored_once_watched() -> list[int]:
+        response = await page.request.get(f"{dash.base_url}/sessions/{session_id}/")
+        return dash.stored_seqs(session_id) if response.status == 200 else []
+
+    seqs: list[int] = await eventually(
+        stored_once_watched, seconds, f"{session_id} to be watched and stored"
+    )
+    return seqs
 
 
-def page_seqs(page: Any) -> list[int]:
-    return page.eval_on_selector_all(
+async def open_live(page: Page, url: str) -> None:
+    await page.goto(url)
+    await page.locator('#browser-link[data-state="live"]').wait_for()
+
+
+async def page_seqs(page: Page) -> list[int]:
+    seqs: list[int] = await page.eval_on_selector_all(
         "#event-log > li", "items => items.map(item => Number(item.dataset.seq))"
     )
+    return seqs
 
 
-def screenshot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+async def wait_rows_equal_history(
+    dash: Dash, page: Page, session_id: str, seconds: float
+) -> list[int]:
+    """Wait until the page's event rows are the stored history (not empty); those seqs."""
+
+    async def rows_if_equal() -> list[int]:
+        stored = dash.stored_seqs(session_id)
+        return stored if stored and await page_seqs(page) == stored else []
+
+    rows: list[int] = await eventually(
+        rows_if_equal, seconds, "the page's rows to equal the stored history"
+    )
+    return rows
+
+
+async def screenshot(page: Page, name: str) -> None:
+    await asyncio.to_thread(SCREENSHOTS.mkdir, parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / name), full_page=True)

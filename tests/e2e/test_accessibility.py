@@ -6,14 +6,16 @@ stays as it is."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, Page
 
 from sessions_monitor import embed
-from tests.e2e.dash import Dash, log_in, new_session
+from tests.e2e.dash import Dash, log_in, new_context, new_session
 
 pytestmark = pytest.mark.browser
 
@@ -21,9 +23,9 @@ AXE = (Path(__file__).resolve().parent.parent / "vendor" / "axe-core" / "axe.min
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 
 
-def violations(page: Any) -> list[dict[str, Any]]:
-    page.evaluate(AXE)
-    result = page.evaluate(
+async def violations(page: Page) -> list[dict[str, Any]]:
+    await page.evaluate(AXE)
+    result = await page.evaluate(
         "async (tags) => await axe.run(document, {runOnly: {type: 'tag', values: tags}})", TAGS
     )
     return [v for v in result["violations"] if v["impact"] in ("serious", "critical")]
@@ -46,26 +48,27 @@ def describe(found: list[dict[str, Any]]) -> str:
     )
 
 
-@pytest.fixture(params=["light", "dark"])
-def scheme_context(request: pytest.FixtureRequest, chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context(
-        viewport={"width": 1280, "height": 860}, color_scheme=request.param
-    )
-    context.set_default_timeout(15_000)
+@pytest_asyncio.fixture(loop_scope="session", params=["light", "dark"])
+async def scheme_context(
+    request: pytest.FixtureRequest, chromium: Browser
+) -> AsyncIterator[BrowserContext]:
+    context = await new_context(chromium, color_scheme=request.param)
     yield context
-    context.close()
+    await context.close()
 
 
-def test_no_page_has_a_serious_accessibility_violation(dash: Dash, scheme_context: Any) -> None:
+async def test_no_page_has_a_serious_accessibility_violation(
+    dash: Dash, scheme_context: BrowserContext
+) -> None:
     assert dash.control is not None
-    page = scheme_context.new_page()
-    page.goto(dash.base_url + "/accounts/login/")
-    found: dict[str, list[dict[str, Any]]] = {"/accounts/login/": violations(page)}
-    log_in(page, dash.base_url)
-    live = new_session(dash, page, bot_name="Accessible bot")
+    page = await scheme_context.new_page()
+    await page.goto(dash.base_url + "/accounts/login/")
+    found: dict[str, list[dict[str, Any]]] = {"/accounts/login/": await violations(page)}
+    await log_in(page, dash.base_url)
+    live = await new_session(dash, page, bot_name="Accessible bot")
     dash.control.emit(live, status="recording")
     dash.control.emit(live, join="Alice")
-    failed = new_session(dash, page, bot_name="Failed bot")
+    failed = await new_session(dash, page, bot_name="Failed bot")
     dash.control.emit(failed, status="failed", error_code="JOIN_TIMEOUT", error_message="x")
     token = embed.make_token(live)
     for path in (
@@ -83,8 +86,8 @@ def test_no_page_has_a_serious_accessibility_violation(dash: Dash, scheme_contex
         f"/admin/sessions_monitor/meetingsession/{live}/change/",
         "/admin/sessions_monitor/sessionevent/",
     ):
-        page.goto(dash.base_url + path)
-        page.wait_for_load_state("networkidle")
-        found[path] = violations(page)
+        await page.goto(dash.base_url + path)
+        await page.wait_for_load_state("networkidle")
+        found[path] = await violations(page)
     bad = {path: items for path, items in found.items() if items}
     assert not bad, "\n".join(f"{path}: {describe(items)}" for path, items in bad.items())

@@ -254,16 +254,16 @@ def test_the_providers_requests_loop_reads_our_stream_to_close(stack) -> None:
 
 
 @pytest.mark.browser
-def test_a_browser_eventsource_reads_our_stream_to_close(stack, chromium) -> None:
+async def test_a_browser_eventsource_reads_our_stream_to_close(stack, chromium) -> None:
     session_id = stack.new_session()
-    page = chromium.new_page()
+    page = await chromium.new_page()
     try:
-        page.goto(stack.base_url + "/accounts/login/")
-        page.fill("input[name=username]", "bob")
-        page.fill("input[name=password]", "bob-password-123")
-        page.click("button[type=submit]")
-        page.wait_for_load_state()
-        page.evaluate(
+        await page.goto(stack.base_url + "/accounts/login/")
+        await page.fill("input[name=username]", "bob")
+        await page.fill("input[name=password]", "bob-password-123")
+        await page.click("button[type=submit]")
+        await page.wait_for_load_state()
+        await page.evaluate(
             """(url) => {
                 window.received = [];
                 const source = new EventSource(url);
@@ -276,16 +276,16 @@ def test_a_browser_eventsource_reads_our_stream_to_close(stack, chromium) -> Non
             }""",
             f"/v1/meeting-buddy/sessions/{session_id}/stream",
         )
-        page.wait_for_function("() => window.received.length >= 1", timeout=10_000)
-        stack.wait_upstream_streams(session_id)
+        await page.wait_for_function("() => window.received.length >= 1", timeout=10_000)
+        await asyncio.to_thread(stack.wait_upstream_streams, session_id)
         play(stack, session_id)
-        page.wait_for_function(
+        await page.wait_for_function(
             "() => window.received.length && window.received.at(-1).event === 'close'",
             timeout=20_000,
         )
-        events = page.evaluate("window.received")
+        events = await page.evaluate("window.received")
     finally:
-        page.close()
+        await page.close()
     assert shape(events) == EXPECTED
     assert_ids_increase(events)
 
