@@ -51,9 +51,7 @@ class MeetingSession(models.Model):
     first_seen_at = models.DateTimeField(default=timezone.now)
     last_event_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
-    stream_state = models.CharField(
-        max_length=20, choices=StreamState.choices, default=StreamState.IDLE
-    )
+    stream_state = models.CharField(max_length=20, choices=StreamState, default=StreamState.IDLE)
     stream_state_since = models.DateTimeField(null=True, blank=True)
     stream_error = models.TextField(blank=True, default="")
     stream_error_code = models.CharField(
@@ -97,7 +95,7 @@ class MeetingSession(models.Model):
 class SessionEvent(models.Model):
     session = models.ForeignKey(MeetingSession, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveBigIntegerField()
-    kind = models.CharField(max_length=20, choices=EventKind.choices)
+    kind = models.CharField(max_length=20, choices=EventKind)
     status = models.CharField(max_length=40, blank=True, default="")
     previous_status = models.CharField(max_length=40, blank=True, default="")
     participant_name = models.CharField(max_length=300, blank=True, default="")
