@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -47,7 +47,16 @@ EMBED_PERMISSION = "sessions_monitor.embed_session"
 # --- counting ------------------------------------------------------------------------------
 
 
-class EstimatedCountPaginator(Paginator):
+# Django's Paginator and ModelAdmin are generic to the type checker only (django-stubs).
+if TYPE_CHECKING:
+    PaginatorBase = Paginator[Any]
+    ModelAdminBase = admin.ModelAdmin[Any]
+else:
+    PaginatorBase = Paginator
+    ModelAdminBase = admin.ModelAdmin
+
+
+class EstimatedCountPaginator(PaginatorBase):
     """Exact counts, except an unfiltered list of a big PostgreSQL table.
 
     There the planner's row estimate (`pg_class.reltuples`, kept fresh by autovacuum) stands
@@ -131,7 +140,7 @@ def session_timeline(
 # --- read-only history -----------------------------------------------------------------------
 
 
-class HistoryAdmin(admin.ModelAdmin):
+class HistoryAdmin(ModelAdminBase):
     """What happened is never added or edited here; delete needs the explicit permission."""
 
     paginator = EstimatedCountPaginator
@@ -419,7 +428,7 @@ class MeetingSessionAdmin(HistoryAdmin):
 # --- events and presence -------------------------------------------------------------------
 
 
-class ExactSessionOrNamePrefixSearch(admin.ModelAdmin):
+class ExactSessionOrNamePrefixSearch(ModelAdminBase):
     """Search by exact session id or the start of a participant name: both indexed."""
 
     search_fields = ("participant_name",)  # shows the box; the lookups are below
@@ -565,7 +574,7 @@ class TokenStateFilter(UnsetFieldFilter):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ModelAdminBase):
     list_display = ("prefix", "name", "user", "created_at", "last_used_at", "revoked_at", "active")
     list_filter = (TokenStateFilter, "created_at", "last_used_at")
     search_fields = ("name", "prefix", "user__username")

@@ -19,7 +19,8 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
 from sessions_monitor import embed, presentation, selectors
-from sessions_monitor.services import InvalidSessionId, validate_session_id
+from sessions_monitor.upstream.errors import InvalidSessionId
+from sessions_monitor.upstream.ids import validate_session_id
 
 BADGE_TEMPLATE = "sessions_monitor/embed.html#badge"
 THEMES = ("auto", "light", "dark")

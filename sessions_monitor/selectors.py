@@ -23,7 +23,6 @@ from django.utils import timezone
 
 from sessions_monitor import presentation, timeline
 from sessions_monitor.models import (
-    TERMINAL_STATUSES,
     EventKind,
     MeetingSession,
     Presence,
@@ -39,6 +38,7 @@ from sessions_monitor.presentation import (
     SessionView,
     TimelineEvent,
 )
+from sessions_monitor.upstream.events import TERMINAL_STATUSES
 
 # Kinds that exist in the upstream's contract and so go out on our re-served stream.
 STREAMED_KINDS = frozenset(
@@ -112,7 +112,8 @@ def _stored_events(
     events = SessionEvent.objects.filter(session_id=session_id, seq__gt=after_seq)
     if kinds is not None:
         events = events.filter(kind__in=list(kinds))
-    return events.order_by("seq").values(*columns)
+    rows: QuerySet[SessionEvent, dict[str, Any]] = events.order_by("seq").values(*columns)
+    return rows
 
 
 def events_after(session_id: str, after_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
@@ -428,11 +429,12 @@ def export_rows(
     # (session_id, seq) is the unique index: the scan is ordered and needs no sort.
     # values(), not values_list(): Django 5.2's values_list iterable runs its query eagerly,
     # which breaks aiterator() (SynchronousOnlyOperation); values() stays lazy.
-    return (
+    rows: QuerySet[SessionEvent, dict[str, Any]] = (
         SessionEvent.objects.filter(session_id__in=list(session_ids))
         .order_by("session_id", "seq")
         .values(*columns)
     )
+    return rows
 
 
 # --- our stream, the relay, health ----------------------------------------------------------------

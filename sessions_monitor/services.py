@@ -24,7 +24,6 @@ from django.utils import timezone
 
 from sessions_monitor import messages, telemetry
 from sessions_monitor.models import (
-    TERMINAL_STATUSES,
     EmbedRevocation,
     EventKind,
     MeetingSession,
@@ -34,8 +33,8 @@ from sessions_monitor.models import (
 )
 from sessions_monitor.selectors import event_to_dict, isoformat, session_summary
 from sessions_monitor.textfit import fit, fit_json
-from sessions_monitor.upstream.errors import InvalidSessionId as InvalidSessionId  # re-exported
 from sessions_monitor.upstream.events import (
+    TERMINAL_STATUSES,
     LinkState,
     LinkStateName,
     ParticipantJoined,

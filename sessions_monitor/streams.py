@@ -362,48 +362,8 @@ async def _serve(
 ) -> None:
     writer = _Writer(send, start_session_id(scope))
     writer.last_seq = start.resume_from or 0
-
-    async def send_events() -> None:
-        if await writer.history(start.events):
-            return
-        if start.terminal:
-            # Ended before any close was stored (should not happen once the relay ran).
-            await writer.write(SYNTHETIC_CLOSE)
-            return
-        await writer.write(KEEPALIVE)  # flush headers at once for clients that wait on bytes
-        await writer.live(subscription)
-
-    async def watch_client() -> bool:
-        """Until the client goes (False) or its access ends (True): write `: keepalive`
-        whenever the stream was quiet for the interval, and re-check access every
-        `access.check_interval()`. Here, not around each `subscription.get()`, so a
-        delivery costs no timer."""
-        keepalive = settings.MEETINGDASH_KEEPALIVE_SECONDS
-        interval = access.check_interval()
-        loop = asyncio.get_running_loop()
-        check_at = loop.time() + interval
-        while True:
-            now = loop.time()
-            if now >= check_at:
-                if not await access.still_valid(credential):
-                    return True
-                await occupancy.refresh()
-                check_at = loop.time() + interval
-                continue
-            quiet_for = now - writer.last_write
-            if quiet_for >= keepalive:
-                await writer.write(KEEPALIVE)
-                continue
-            try:
-                async with asyncio.timeout(min(keepalive - quiet_for, check_at - now)):
-                    message = await receive()
-            except TimeoutError:
-                continue
-            if message["type"] == "http.disconnect":
-                return False
-
-    writing = asyncio.create_task(send_events())
-    watching = asyncio.create_task(watch_client())
+    writing = asyncio.create_task(_send_events(writer, start, subscription))
+    watching = asyncio.create_task(_watch_client(receive, writer, credential, occupancy))
     try:
         await asyncio.wait({writing, watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -426,6 +386,52 @@ async def _serve(
             )
     elif isinstance(results[0], Exception):
         logger.warning("stream writer failed: %r", results[0])
+
+
+async def _send_events(writer: _Writer, start: StreamStart, subscription: Subscription) -> None:
+    if await writer.history(start.events):
+        return
+    if start.terminal:
+        # Ended before any close was stored (should not happen once the relay ran).
+        await writer.write(SYNTHETIC_CLOSE)
+        return
+    await writer.write(KEEPALIVE)  # flush headers at once for clients that wait on bytes
+    await writer.live(subscription)
+
+
+async def _watch_client(
+    receive: Receive,
+    writer: _Writer,
+    credential: access.Credential,
+    occupancy: limits.Occupancy,
+) -> bool:
+    """Until the client goes (False) or its access ends (True): write `: keepalive`
+    whenever the stream was quiet for the interval, and re-check access every
+    `access.check_interval()`. Here, not around each `subscription.get()`, so a
+    delivery costs no timer."""
+    keepalive = settings.MEETINGDASH_KEEPALIVE_SECONDS
+    interval = access.check_interval()
+    loop = asyncio.get_running_loop()
+    check_at = loop.time() + interval
+    while True:
+        now = loop.time()
+        if now >= check_at:
+            if not await access.still_valid(credential):
+                return True
+            await occupancy.refresh()
+            check_at = loop.time() + interval
+            continue
+        quiet_for = now - writer.last_write
+        if quiet_for >= keepalive:
+            await writer.write(KEEPALIVE)
+            continue
+        try:
+            async with asyncio.timeout(min(keepalive - quiet_for, check_at - now)):
+                message = await receive()
+        except TimeoutError:
+            continue
+        if message["type"] == "http.disconnect":
+            return False
 
 
 def start_session_id(scope: Scope) -> str:

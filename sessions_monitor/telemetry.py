@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector as OsProcessCollector
 from prometheus_client.registry import Collector
 
-disable_created_metrics()  # one `_created` gauge per counter is noise at this size
+disable_created_metrics()  # type: ignore[no-untyped-call]  # one `_created` gauge per counter is noise at this size
 REGISTRY = CollectorRegistry(auto_describe=True)
 OsProcessCollector(registry=REGISTRY)
 

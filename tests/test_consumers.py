@@ -334,7 +334,7 @@ async def test_each_partial_is_rendered_once_per_process_for_all_viewers(
     await database_sync_to_async(store)("mbsess_once", 1)
     viewers = [await caught_up("mbsess_once", user) for _ in range(5)]
     calls: list[str] = []
-    real = consumers.render_to_string
+    from django.template.loader import render_to_string as real
 
     def counting(name: str, context: Any = None) -> str:
         calls.append(name)

@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from sessions_monitor import consumers, presentation, selectors
-from sessions_monitor.hub import HubMessage
+from sessions_monitor.messages import HubMessage
 from sessions_monitor.models import MeetingSession, SessionEvent
 from sessions_monitor.services import record_event
 from sessions_monitor.upstream import ParticipantJoined, StatusChanged

@@ -17,7 +17,7 @@ from sessions_monitor import lookups
 from sessions_monitor.models import MeetingSession
 from sessions_monitor.process import relay_of
 from sessions_monitor.relay.worker import Relay
-from sessions_monitor.upstream import UpstreamSession
+from sessions_monitor.upstream import MeetingBuddyClient, UpstreamSession
 from tests.support import login_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -88,9 +88,9 @@ async def test_the_watch_form_and_the_stream_share_one_look_up(
 async def test_the_watch_form_and_the_stream_share_one_upstream_client(
     user_paths: Any, simulator_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    built: list[lookups.MeetingBuddyClient] = []
+    built: list[MeetingBuddyClient] = []
 
-    class CountedClient(lookups.MeetingBuddyClient):
+    class CountedClient(MeetingBuddyClient):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             built.append(self)

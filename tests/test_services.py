@@ -12,7 +12,8 @@ from django.db import close_old_connections
 from sessions_monitor import services
 from sessions_monitor.hub import Hub
 from sessions_monitor.models import EventKind, MeetingSession, Presence, SessionEvent, StreamState
-from sessions_monitor.services import InvalidSessionId, record_event, record_link_state
+from sessions_monitor.services import record_event, record_link_state
+from sessions_monitor.upstream.errors import InvalidSessionId
 from sessions_monitor.upstream.events import (
     LinkState,
     LinkStateName,

@@ -10,7 +10,7 @@ import pytest
 
 from sessions_monitor.simulator import Simulator
 from sessions_monitor.simulator.core import Subscription
-from sessions_monitor.simulator.faults import Faults, FaultState
+from sessions_monitor.simulator.faults import FAULT_FIELDS, Faults, FaultState
 from sessions_monitor.simulator.model import SessionConflict, StreamEvent
 from sessions_monitor.simulator.scenarios import Step
 from tests.support import eventually
@@ -269,6 +269,34 @@ def test_fault_knobs_validate_and_scope() -> None:
     assert faults.for_session("mbsess_x").chunk_size == 4
     faults.reset()
     assert faults.for_session("mbsess_x") == FaultState()
+
+
+def test_every_knob_is_settable_and_a_bad_one_applies_nothing() -> None:
+    state = FaultState()
+    knobs = {
+        "drop_after_events": 3,
+        "drop_times": 2,
+        "stall": {"seconds": 5, "keepalives": False},
+        "fail_next": {"count": 1},
+        "malformed_next": 1,
+        "unknown_event_next": 2,
+        "chunk_size": 4,
+        "chunk_delay": 0.5,
+        "line_ending": "crlf",
+        "send_ids": True,
+        "wrong_content_type_next": 1,
+        "retry_ms": 100,
+        "ended_as_404": True,
+    }
+    assert set(knobs) == set(FAULT_FIELDS)
+    with pytest.raises(ValueError, match="chunk_delay"):
+        state.update({**knobs, "chunk_delay": -1})
+    assert state == FaultState(), "nothing applied from a rejected update"
+    state.update(knobs)
+    assert (state.drop_after_events, state.chunk_size, state.line_ending) == (3, 4, "crlf")
+    assert state.stall_remaining() > 0 and state.stall_keepalives is False
+    state.update({"stall": None})
+    assert state.stall_remaining() == 0
 
 
 def test_drop_times_limits_how_many_connections_are_dropped() -> None:

@@ -17,4 +17,5 @@ async def discover_sessions(client: MeetingBuddyClient, *, skip: Collection[str]
     live = [s for s in sessions if s.status not in TERMINAL_STATUSES and s.session_id not in skip]
     if not live:
         return []
-    return await database_sync_to_async(lookups.store_sessions)(live, watch=True)
+    stored: list[str] = await database_sync_to_async(lookups.store_sessions)(live, watch=True)
+    return stored

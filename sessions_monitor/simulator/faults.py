@@ -8,7 +8,7 @@ streams use them.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -57,51 +57,17 @@ class FaultState:
     ended_as_404: bool = False  # ended sessions answer 404 instead of final status + close
 
     def update(self, knobs: Mapping[str, Any]) -> None:
-        """Apply control-API knobs; raises ValueError on anything malformed."""
+        """Apply control-API knobs; raises ValueError on anything malformed (and then applies
+        none of them)."""
         unknown = sorted(set(knobs) - set(FAULT_FIELDS))
         if unknown:
             raise ValueError(f"unknown fault knobs: {', '.join(unknown)}")
-        if "drop_after_events" in knobs:
-            self.drop_after_events = _optional_int(knobs, "drop_after_events", minimum=1)
-        if "drop_times" in knobs:
-            self.drop_times = _optional_int(knobs, "drop_times", minimum=1)
-        if "stall" in knobs:
-            self._set_stall(knobs["stall"])
-        if "fail_next" in knobs:
-            self.fail_next = _fail_next(knobs["fail_next"])
-        for counter in ("malformed_next", "unknown_event_next", "wrong_content_type_next"):
-            if counter in knobs:
-                setattr(self, counter, _optional_int(knobs, counter, minimum=0) or 0)
-        if "chunk_size" in knobs:
-            self.chunk_size = _optional_int(knobs, "chunk_size", minimum=1)
-        if "chunk_delay" in knobs:
-            delay = knobs["chunk_delay"]
-            if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-                raise ValueError("'chunk_delay' must be a number >= 0")
-            self.chunk_delay = float(delay)
-        if "line_ending" in knobs:
-            if knobs["line_ending"] not in NEWLINES:
-                raise ValueError("'line_ending' must be one of lf, crlf, cr")
-            self.line_ending = cast(LineEnding, knobs["line_ending"])
-        for flag in ("send_ids", "ended_as_404"):
-            if flag in knobs:
-                if not isinstance(knobs[flag], bool):
-                    raise ValueError(f"'{flag}' must be true or false")
-                setattr(self, flag, knobs[flag])
-        if "retry_ms" in knobs:
-            self.retry_ms = _optional_int(knobs, "retry_ms", minimum=0)
-
-    def _set_stall(self, stall: Any) -> None:
-        if stall is None:
-            self.stall_until = 0.0
-            return
-        if not isinstance(stall, Mapping) or not isinstance(stall.get("seconds"), int | float):
-            raise ValueError('\'stall\' must be {"seconds": number, "keepalives": bool}')
-        keepalives = stall.get("keepalives", True)
-        if not isinstance(keepalives, bool):
-            raise ValueError("'stall.keepalives' must be true or false")
-        self.stall_until = time.monotonic() + max(0.0, float(stall["seconds"]))
-        self.stall_keepalives = keepalives
+        parsed = {key: _KNOB_PARSERS[key](knobs, key) for key in knobs}
+        for key, value in parsed.items():
+            if key == "stall":
+                self.stall_until, self.stall_keepalives = value
+            else:
+                setattr(self, key, value)
 
     def stall_remaining(self) -> float:
         return max(0.0, self.stall_until - time.monotonic())
@@ -209,7 +175,7 @@ def _optional_int(knobs: Mapping[str, Any], key: str, *, minimum: int) -> int | 
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"'{key}' must be an integer >= {minimum} or null")
-    return value
+    return int(value)
 
 
 def _fail_next(value: Any) -> FailNext | None:
@@ -232,3 +198,64 @@ def _fail_next(value: Any) -> FailNext | None:
     if not isinstance(envelope, bool):
         raise ValueError("'fail_next.envelope' must be true or false")
     return FailNext(count=count, status=status, retry_after=retry_after, envelope=envelope)
+
+
+def _stall(knobs: Mapping[str, Any], key: str) -> tuple[float, bool]:
+    """(monotonic deadline, keepalives while stalled); null clears the stall."""
+    stall = knobs[key]
+    if stall is None:
+        return 0.0, True
+    if not isinstance(stall, Mapping) or not isinstance(stall.get("seconds"), int | float):
+        raise ValueError('\'stall\' must be {"seconds": number, "keepalives": bool}')
+    keepalives = stall.get("keepalives", True)
+    if not isinstance(keepalives, bool):
+        raise ValueError("'stall.keepalives' must be true or false")
+    return time.monotonic() + max(0.0, float(stall["seconds"])), keepalives
+
+
+def _count(knobs: Mapping[str, Any], key: str) -> int:
+    return _optional_int(knobs, key, minimum=0) or 0
+
+
+def _at_least_one(knobs: Mapping[str, Any], key: str) -> int | None:
+    return _optional_int(knobs, key, minimum=1)
+
+
+def _milliseconds(knobs: Mapping[str, Any], key: str) -> int | None:
+    return _optional_int(knobs, key, minimum=0)
+
+
+def _seconds(knobs: Mapping[str, Any], key: str) -> float:
+    value = knobs[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"'{key}' must be a number >= 0")
+    return float(value)
+
+
+def _line_ending(knobs: Mapping[str, Any], key: str) -> LineEnding:
+    if knobs[key] not in NEWLINES:
+        raise ValueError(f"'{key}' must be one of lf, crlf, cr")
+    return cast(LineEnding, knobs[key])
+
+
+def _flag(knobs: Mapping[str, Any], key: str) -> bool:
+    if not isinstance(knobs[key], bool):
+        raise ValueError(f"'{key}' must be true or false")
+    return bool(knobs[key])
+
+
+_KNOB_PARSERS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
+    "drop_after_events": _at_least_one,
+    "drop_times": _at_least_one,
+    "stall": _stall,
+    "fail_next": lambda knobs, key: _fail_next(knobs[key]),
+    "malformed_next": _count,
+    "unknown_event_next": _count,
+    "wrong_content_type_next": _count,
+    "chunk_size": _at_least_one,
+    "chunk_delay": _seconds,
+    "line_ending": _line_ending,
+    "send_ids": _flag,
+    "ended_as_404": _flag,
+    "retry_ms": _milliseconds,
+}

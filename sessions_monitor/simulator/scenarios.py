@@ -202,7 +202,8 @@ def meeting_link_for(rng: random.Random, platform: str) -> str:
 
 
 def choose_kind(rng: random.Random) -> str:
-    kinds, weights = zip(*KINDS, strict=True)
+    kinds = [kind for kind, _ in KINDS]
+    weights = [weight for _, weight in KINDS]
     return rng.choices(kinds, weights=weights, k=1)[0]
 
 

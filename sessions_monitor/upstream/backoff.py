@@ -28,7 +28,7 @@ class BackoffPolicy:
             raise ValueError(f"invalid backoff policy: {self!r}")
 
     def ceiling(self, attempt: int) -> float:
-        return min(self.cap, self.initial * 2 ** min(max(attempt, 0), _MAX_EXPONENT))
+        return min(self.cap, self.initial * 2.0 ** min(max(attempt, 0), _MAX_EXPONENT))
 
     def delay(self, attempt: int, *, floor: float = 0.0, rng: random.Random | None = None) -> float:
         draw = (rng or random).uniform(0.0, self.ceiling(attempt))

@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sessions_monitor import embed
 from sessions_monitor.models import MeetingSession
-from sessions_monitor.services import InvalidSessionId, validate_session_id
+from sessions_monitor.upstream.errors import InvalidSessionId
+from sessions_monitor.upstream.ids import validate_session_id
 
 
 class Command(BaseCommand):

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sessions_monitor import services
+from sessions_monitor.upstream.errors import InvalidSessionId
 
 
 class Command(BaseCommand):
@@ -21,6 +22,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, session_id: str, **options: Any) -> None:
         try:
             services.request_watch(session_id)
-        except services.InvalidSessionId:
+        except InvalidSessionId:
             raise CommandError(f"Not a session id: {session_id!r} (expected mbsess_…).") from None
         self.stdout.write(f"Watching {session_id}.")
