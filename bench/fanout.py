@@ -158,7 +158,8 @@ def simulated_deployment(prefix: str) -> Iterator[SimulatedDeployment]:
     sim_port, port = free_port(), free_port()
     sim_args = ["manage.py", "simulate_upstream", "--port", str(sim_port)]
     sim_args += ["--sessions", "0", "--no-arrivals", "--control", "--keepalive", "15"]
-    with child(sim_args):
+    # The simulator stands in for the upstream (it is not what is measured): development mode.
+    with child(sim_args, env={"DJANGO_DEBUG": "1"}):
         sim = f"http://127.0.0.1:{sim_port}"
         wait_http(sim + "/_control/stats")
         env = {
