@@ -27,7 +27,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from sessions_monitor import embed, presentation, selectors, timeline
+from sessions_monitor import embed, presentation, selectors, services, timeline, tokens
 from sessions_monitor.csv_export import events_csv_response
 from sessions_monitor.models import (
     ApiToken,
@@ -357,7 +357,6 @@ class MeetingSessionAdmin(HistoryAdmin):
 
     @admin.action(description="Watch selected sessions (live relay)", permissions=["watch"])
     def watch_sessions(self, request: HttpRequest, queryset: QuerySet[MeetingSession]) -> None:
-        from sessions_monitor import services
 
         ids = list(queryset.values_list("session_id", flat=True))
         for session_id in ids:
@@ -366,7 +365,6 @@ class MeetingSessionAdmin(HistoryAdmin):
 
     @admin.action(description="Stop watching selected sessions", permissions=["watch"])
     def unwatch_sessions(self, request: HttpRequest, queryset: QuerySet[MeetingSession]) -> None:
-        from sessions_monitor import services
 
         ids = list(queryset.values_list("session_id", flat=True))
         for session_id in ids:
@@ -378,7 +376,6 @@ class MeetingSessionAdmin(HistoryAdmin):
 
     @admin.action(description="Revoke widget links of selected sessions", permissions=["embed"])
     def revoke_widget_links(self, request: HttpRequest, queryset: QuerySet[MeetingSession]) -> None:
-        from sessions_monitor import services
 
         ids = list(queryset.values_list("session_id", flat=True))
         count = services.revoke_widget_links(session_ids=ids, user=request.user)
@@ -401,7 +398,6 @@ class MeetingSessionAdmin(HistoryAdmin):
 
     def revoke_all_widget_links_view(self, request: HttpRequest) -> HttpResponse:
         """A confirmation page (GET), then every widget link of every session revoked (POST)."""
-        from sessions_monitor import services
 
         if not self.has_embed_permission(request):
             raise PermissionDenied
@@ -475,20 +471,7 @@ class SessionEventAdmin(ExactSessionOrNamePrefixSearch, HistoryAdmin):
         return ("-received_at",)
 
     readonly_fields = ("session_link",)
-    fields = (
-        "session_link",
-        "seq",
-        "kind",
-        "status",
-        "previous_status",
-        "participant_name",
-        "error_code",
-        "error_message",
-        "upstream_timestamp",
-        "received_at",
-        "note",
-        "raw",
-    )
+    fields = ("session_link", *selectors.EVENT_FIELDS)
 
     session_link = _session_link_column
 
@@ -602,7 +585,6 @@ class ApiTokenAdmin(ModelAdminBase):
         if change:
             super().save_model(request, obj, form, change)
             return
-        from sessions_monitor import tokens
 
         created, raw = tokens.create_token(user=obj.user, name=obj.name)
         # The admin's response_add expects `obj` to be the saved row.
@@ -638,7 +620,6 @@ class ApiTokenAdmin(ModelAdminBase):
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        from sessions_monitor import tokens
 
         revoked = 0
         for token in queryset.filter(revoked_at__isnull=True):

@@ -22,6 +22,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
+from sessions_monitor.redis_client import retry_policy
+
 logger = logging.getLogger(__name__)
 
 SLOT_TTL_SECONDS = 60.0
@@ -178,9 +180,7 @@ class RedisSlots:
     """Every process's slots in one Redis (scaled mode)."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as redis
-
-        from sessions_monitor.redis_client import retry_policy
+        import redis.asyncio as redis  # optional: installed with the [redis] extra
 
         self._redis = redis.Redis.from_url(
             url, socket_timeout=2, socket_connect_timeout=2, **retry_policy()

@@ -10,8 +10,11 @@ channel layer), it works the same on SQLite, and a lease survives a DB connectio
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any, Protocol
+
+from sessions_monitor.redis_client import retry_policy
 
 # 1 = renewed, 2 = the key was gone (a Redis restart drops every lease) and is ours again,
 # 0 = another relay holds it: hand over.
@@ -78,9 +81,7 @@ class LocalLeases:
 
 class RedisLeases:
     def __init__(self, url: str, *, prefix: str = "meetingdash", ttl_seconds: float = 15.0) -> None:
-        import redis.asyncio as redis
-
-        from sessions_monitor.redis_client import retry_policy
+        import redis.asyncio as redis  # optional: installed with the [redis] extra
 
         # Short socket timeouts: a renewal that hangs on a dead Redis must not outlive the
         # lease it renews, nor hold up shutdown.
@@ -128,13 +129,9 @@ class RedisLeases:
         return value.decode() if isinstance(value, bytes) else value
 
     async def heartbeat(self, info: dict[str, Any]) -> None:
-        import json
-
         await self._redis.set(self.heartbeat_key(), json.dumps(info), px=self._ttl_ms)
 
     async def live_relays(self) -> list[dict[str, Any]]:
-        import json
-
         relays = []
         async for key in self._redis.scan_iter(match=self.heartbeat_key("*")):
             value = await self._redis.get(key)
