@@ -63,6 +63,17 @@ class MeetingSession(models.Model):
         blank=True,
         help_text="Last time a relay said its upstream stream was live (every few seconds).",
     )
+    relay_owner = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="The relay process that streams this session (scaled mode), with its claim.",
+    )
+    relay_claimed_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The relay's claim lapses then unless renewed (it renews every few seconds).",
+    )
     watched = models.BooleanField(default=False)
     last_seq = models.PositiveBigIntegerField(default=0)
     participants_present = models.PositiveIntegerField(default=0)

@@ -511,15 +511,20 @@ def follow_start(session_id: str) -> FollowStart:
     return FollowStart(True, max(moments) if moments else None)
 
 
-def watched_sessions_to_follow() -> list[str]:
-    """Watched sessions the relay should be streaming (not ended, not permanently failed)."""
-    return list(
+def watched_sessions_to_follow(owner: str | None = None) -> list[str]:
+    """Watched sessions the relay should be streaming (not ended, not permanently failed);
+    with `owner` (scaled mode), not those another relay's current claim holds."""
+    sessions = (
         MeetingSession.objects.filter(watched=True)
         .exclude(status__in=TERMINAL_STATUSES)
         .exclude(stream_state__in=[StreamState.FAILED, StreamState.ENDED])
-        .order_by("first_seen_at")
-        .values_list("session_id", flat=True)
     )
+    if owner is not None:
+        claimed_by_another = ~Q(relay_owner__in=["", owner]) & Q(
+            relay_claimed_until__gte=timezone.now()
+        )
+        sessions = sessions.exclude(claimed_by_another)
+    return list(sessions.order_by("first_seen_at").values_list("session_id", flat=True))
 
 
 def links_by_state() -> dict[str, int]:

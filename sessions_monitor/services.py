@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from sessions_monitor import messages, telemetry
@@ -382,6 +383,45 @@ async def arecord_anomaly(*, session_id: str, note: str, raw: str = "") -> Recor
     )
     await abroadcast(recorded)
     return recorded
+
+
+def claim_stream(session_id: str, owner: str, ttl_seconds: float) -> bool:
+    """Scaled mode: the database's half of "who streams this session". The Redis lease is
+    the fast guard, but Redis may restart and forget every lease; a relay takes a session
+    only when no other relay's claim on it is still current, so a relay that streams
+    through a Redis restart keeps its sessions. (Relay hosts' clocks must agree to well
+    within the lease time: NTP.)"""
+    now = timezone.now()
+    claim = {"relay_owner": owner, "relay_claimed_until": now + timedelta(seconds=ttl_seconds)}
+    claimable = Q(relay_owner__in=["", owner]) | Q(relay_claimed_until__isnull=True)
+    claimable |= Q(relay_claimed_until__lt=now)
+    if MeetingSession.objects.filter(claimable, pk=session_id).update(**claim):
+        return True
+    try:
+        with transaction.atomic():
+            MeetingSession.objects.create(session_id=session_id, **claim)
+    except IntegrityError:
+        return False  # it exists: another relay's claim holds it
+    return True
+
+
+def renew_stream_claims(session_ids: Iterable[str], owner: str, ttl_seconds: float) -> int:
+    """One UPDATE for every session this relay streams; those another relay claimed since
+    (after this relay's claim lapsed) are left to it."""
+    ids = list(session_ids)
+    if not ids:
+        return 0
+    until = timezone.now() + timedelta(seconds=ttl_seconds)
+    return MeetingSession.objects.filter(pk__in=ids, relay_owner=owner).update(
+        relay_claimed_until=until
+    )
+
+
+def release_stream_claim(session_id: str, owner: str) -> None:
+    """Hand a session back at once (stop, unwatch, hand-over), not after the claim lapses."""
+    MeetingSession.objects.filter(pk=session_id, relay_owner=owner).update(
+        relay_owner="", relay_claimed_until=None
+    )
 
 
 def mark_streams_alive(session_ids: Iterable[str]) -> int:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -59,14 +61,40 @@ def redis_url() -> str:
     return url
 
 
-@pytest.fixture
-def fresh_channel_layer() -> Iterator[Any]:
-    """A new channel layer instance for this test (layers bind to the event loop they first
-    ran on, and pytest-asyncio gives each test its own loop)."""
+HUB_RELEASE_SECONDS = 10.0
+
+
+def _new_channel_layer() -> Any:
     from channels.layers import channel_layers, get_channel_layer
 
     channel_layers.backends.clear()
-    yield get_channel_layer()
+    return get_channel_layer()
+
+
+@pytest.fixture
+async def fresh_channel_layer() -> AsyncIterator[Any]:
+    """A new channel layer instance for this test (layers bind to the event loop they first
+    ran on, and pytest-asyncio gives each test its own loop). On teardown, this loop's hub
+    closes its subscriptions and leaves its groups before the loop closes: a group release
+    still running on Redis when the loop closes hangs the teardown."""
+    from channels.layers import channel_layers
+
+    from sessions_monitor.hub import get_hub
+
+    layer = _new_channel_layer()
+    yield layer
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(HUB_RELEASE_SECONDS):
+            await get_hub().close()
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def sync_channel_layer() -> Iterator[Any]:
+    """A new channel layer for a synchronous test (it runs its own loops)."""
+    from channels.layers import channel_layers
+
+    yield _new_channel_layer()
     channel_layers.backends.clear()
 
 

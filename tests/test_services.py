@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from channels.db import database_sync_to_async
 from django.db import close_old_connections
+from django.utils import timezone
 
-from sessions_monitor import services
+from sessions_monitor import selectors, services
 from sessions_monitor.hub import Hub
 from sessions_monitor.models import EventKind, MeetingSession, Presence, SessionEvent, StreamState
 from sessions_monitor.services import record_event, record_link_state
@@ -23,7 +24,7 @@ from sessions_monitor.upstream.events import (
     StreamClosed,
     Unparseable,
 )
-from tests.support import service_missing
+from tests.support import make_session, service_missing
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 
@@ -305,19 +306,19 @@ async def test_a_broadcast_failure_never_loses_the_stored_event(fresh_channel_la
     assert await SessionEvent.objects.filter(session_id=session_id).acount() == 1
 
 
-def test_the_sync_path_broadcasts_after_commit(fresh_channel_layer) -> None:
+def test_the_sync_path_broadcasts_after_commit(sync_channel_layer) -> None:
     from asgiref.sync import async_to_sync
 
     session_id = sid()
     received: list[dict] = []
 
     async def scenario() -> None:
-        channel = await fresh_channel_layer.new_channel()
-        await fresh_channel_layer.group_add(f"session.{session_id}", channel)
+        channel = await sync_channel_layer.new_channel()
+        await sync_channel_layer.group_add(f"session.{session_id}", channel)
         await asyncio.to_thread(
             record_event, session_id=session_id, event=status(session_id, "joining")
         )
-        received.append(await asyncio.wait_for(fresh_channel_layer.receive(channel), 5))
+        received.append(await asyncio.wait_for(sync_channel_layer.receive(channel), 5))
 
     async_to_sync(scenario)()
     assert received[0]["type"] == "session.event"
@@ -385,3 +386,35 @@ def test_the_end_of_a_meeting_closes_open_presence_intervals() -> None:
     late = record_event(session_id=session_id, event=joined(session_id, "Carol", 5))
     assert late is not None and late.event["kind"] == EventKind.ANOMALY
     assert MeetingSession.objects.get(pk=session_id).participants_present == 0
+
+
+# --- relay claims (scaled mode) --------------------------------------------------------------
+
+
+def test_a_claim_keeps_other_relays_off_until_it_lapses_or_is_released() -> None:
+    session_id = make_session("mbsess_claimed00001").session_id
+    assert services.claim_stream(session_id, "relay-a", 30)
+    assert services.claim_stream(session_id, "relay-a", 30), "a relay may claim again"
+    assert not services.claim_stream(session_id, "relay-b", 30)
+    assert selectors.watched_sessions_to_follow("relay-b") == []
+    assert selectors.watched_sessions_to_follow("relay-a") == [session_id]
+
+    services.release_stream_claim(session_id, "relay-b")  # not its claim: nothing changes
+    assert not services.claim_stream(session_id, "relay-b", 30)
+    services.release_stream_claim(session_id, "relay-a")
+    assert services.claim_stream(session_id, "relay-b", 30)
+
+    MeetingSession.objects.filter(pk=session_id).update(
+        relay_claimed_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert selectors.watched_sessions_to_follow("relay-a") == [session_id], "lapsed"
+    assert services.renew_stream_claims([session_id], "relay-a", 30) == 0, "not a's to renew"
+    assert services.claim_stream(session_id, "relay-a", 30)
+    assert services.renew_stream_claims([session_id], "relay-a", 30) == 1
+
+
+def test_a_claim_on_a_session_not_stored_yet_creates_it() -> None:
+    assert services.claim_stream("mbsess_claimnew0001", "relay-a", 30)
+    assert not services.claim_stream("mbsess_claimnew0001", "relay-b", 30)
+    row = MeetingSession.objects.get(pk="mbsess_claimnew0001")
+    assert row.relay_owner == "relay-a"

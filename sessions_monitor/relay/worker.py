@@ -98,6 +98,9 @@ class Relay:
         self.upstream_url = upstream_url
         self.token = token
         self.leases: Leases = leases or LocalLeases()
+        # Several relays (scaled): each session is also claimed in the database, which
+        # outlives a Redis restart that drops every lease.
+        self.claims_in_db = not isinstance(self.leases, LocalLeases)
         self.discovery_seconds = (
             settings.MEETINGDASH_DISCOVERY_SECONDS
             if discovery_seconds is None
@@ -174,7 +177,7 @@ class Relay:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(STOP_LEASES_SECONDS):
                 for session_id in list(self._tasks):
-                    await self.leases.release(session_id)
+                    await self._release(session_id)
         self._tasks.clear()
         self._links.clear()
         if self._owns_client and self._client is not None:
@@ -237,7 +240,15 @@ class Relay:
         """Start following a session if no relay does yet. True when this call started it."""
         if not self.running or self.is_following(session_id) or not is_valid_session_id(session_id):
             return False
+        if self.claims_in_db and not await database_sync_to_async(services.claim_stream)(
+            session_id, self.leases.owner, self.leases.ttl_seconds
+        ):
+            return False  # another relay streams it (its Redis lease may have vanished)
         if not await self.leases.acquire(session_id):
+            if self.claims_in_db:
+                await database_sync_to_async(services.release_stream_claim)(
+                    session_id, self.leases.owner
+                )
             return False
         if self.is_following(session_id):  # another watch won while we awaited the lease
             return False
@@ -252,13 +263,21 @@ class Relay:
             return False
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await self.leases.release(session_id)
+        await self._release(session_id)
         return True
+
+    async def _release(self, session_id: str) -> None:
+        await self.leases.release(session_id)
+        if self.claims_in_db:
+            await database_sync_to_async(services.release_stream_claim)(
+                session_id, self.leases.owner
+            )
 
     async def rescan_once(self) -> list[str]:
         """Follow every watched session that should be live and is not (resume on start,
         `watch_session` from another process, take-over after another relay died)."""
-        session_ids = await database_sync_to_async(selectors.watched_sessions_to_follow)()
+        owner = self.leases.owner if self.claims_in_db else None
+        session_ids = await database_sync_to_async(selectors.watched_sessions_to_follow)(owner)
         return [sid for sid in session_ids if await self.watch(sid)]
 
     async def discover_once(self) -> list[str]:
@@ -288,6 +307,13 @@ class Relay:
         for session_id, link in list(self._links.items()):
             if not self.is_following(session_id) and not len(link.writes):
                 del self._links[session_id]  # its writes finished after the follow ended
+        if self.claims_in_db:
+            try:
+                await database_sync_to_async(services.renew_stream_claims)(
+                    self.following(), self.leases.owner, self.leases.ttl_seconds
+                )
+            except Exception as exc:
+                logger.warning("relay: cannot renew the claims in the database (%s)", exc)
         live = [sid for sid, link in self._links.items() if link.live and self.is_following(sid)]
         if live:
             with contextlib.suppress(Exception):
@@ -455,7 +481,7 @@ class Relay:
                     self._links.pop(session_id, None)
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(STOP_LEASES_SECONDS):
-                        await self.leases.release(session_id)
+                        await self._release(session_id)
 
     def write_queue(self) -> int:
         return sum(len(link.writes) for link in self._links.values())
