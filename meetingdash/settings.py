@@ -259,6 +259,11 @@ MEETINGDASH_SIMULATOR_PREFIX = "/_simulator"
 
 # --- limits on what one client can cost (sessions_monitor.limits) -------------------------
 MEETINGDASH_MAX_STREAMS_PER_TOKEN = envint("MEETINGDASH_MAX_STREAMS_PER_TOKEN", "20")
+# What `serve` buffers for one client that does not read, and how long it may not read.
+MEETINGDASH_SEND_BUFFER_BYTES = envint("MEETINGDASH_SEND_BUFFER_BYTES", str(256 * 1024))
+MEETINGDASH_STALLED_CLIENT_SECONDS = envfloat("MEETINGDASH_STALLED_CLIENT_SECONDS", "30")
+# SO_SNDBUF of each connection `serve` accepts; 0 leaves the kernel's autotuning.
+MEETINGDASH_SOCKET_SEND_BUFFER_BYTES = envint("MEETINGDASH_SOCKET_SEND_BUFFER_BYTES", "0")
 MEETINGDASH_MAX_STREAMS_PER_USER = envint("MEETINGDASH_MAX_STREAMS_PER_USER", "20")
 MEETINGDASH_MAX_PAGES_PER_USER = envint("MEETINGDASH_MAX_PAGES_PER_USER", "50")
 MEETINGDASH_MAX_WIDGETS_PER_TOKEN = envint("MEETINGDASH_MAX_WIDGETS_PER_TOKEN", "100")

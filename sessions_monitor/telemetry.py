@@ -104,6 +104,16 @@ access_ended = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+send_waits = Counter(
+    "meetingdash_send_waits",
+    "Writes that waited for a slow client to drain its send buffer (serve's bound).",
+    registry=REGISTRY,
+)
+stalled_clients_dropped = Counter(
+    "meetingdash_stalled_clients_dropped",
+    "Connections dropped because the client read nothing within the stall limit.",
+    registry=REGISTRY,
+)
 limit_refusals = Counter(
     "meetingdash_limit_refusals",
     "Connections and look-ups refused by a limit.",

@@ -120,6 +120,9 @@ class Command(BaseCommand):
             # Open streams and sockets get this long to end after SIGTERM.
             application_close_timeout=3,
             header_timeout=settings.MEETINGDASH_HEADER_TIMEOUT_SECONDS,
+            send_buffer_bytes=settings.MEETINGDASH_SEND_BUFFER_BYTES,
+            stalled_seconds=settings.MEETINGDASH_STALLED_CLIENT_SECONDS,
+            socket_send_buffer=settings.MEETINGDASH_SOCKET_SEND_BUFFER_BYTES,
             proxy_forwarded_address_header="X-Forwarded-For" if proxy else None,
             proxy_forwarded_port_header="X-Forwarded-Port" if proxy else None,
             proxy_forwarded_proto_header="X-Forwarded-Proto" if proxy else None,
