@@ -48,9 +48,14 @@ EXPECTED: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def stack(simulator_server_module, tmp_path_factory) -> Iterator[RelayStack]:
-    with relay_stack(simulator_server_module, tmp_path_factory.mktemp("relay-e2e")) as running:
+@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
+def stack(request, simulator_server_module, tmp_path_factory) -> Iterator[RelayStack]:
+    """Every test here runs on both servers `serve` offers: the contract is the same."""
+    with relay_stack(
+        simulator_server_module,
+        tmp_path_factory.mktemp("relay-e2e"),
+        MEETINGDASH_SERVER=request.param,
+    ) as running:
         yield running
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from tests.e2e.relay_stack import STAFF_HEALTH, RelayStack, relay_stack, stream_events
 
+SERVERS = ["daphne", "uvicorn"]
 BUFFER_BYTES = 4096
 # The kernel would otherwise take ~2 MB per stalled socket before `serve` buffers anything.
 SOCKET_BUFFER_BYTES = 8192
@@ -28,12 +29,15 @@ NAME_PADDING = "x" * 180  # ~0.3 KB frames (names fit their column): ~250 KB in 
 ID_LINE = re.compile(rb"^id: (\d+)$", re.MULTILINE)
 
 
-@pytest.fixture(scope="module")
-def waiting_stack(simulator_server_module: Any, tmp_path_factory: Any) -> Iterator[RelayStack]:
+@pytest.fixture(scope="module", params=SERVERS)
+def waiting_stack(
+    request: Any, simulator_server_module: Any, tmp_path_factory: Any
+) -> Iterator[RelayStack]:
     """A stall limit far longer than the test: a stalled client is only ever waited on."""
     with relay_stack(
         simulator_server_module,
         tmp_path_factory.mktemp("slow-wait"),
+        MEETINGDASH_SERVER=request.param,
         MEETINGDASH_SEND_BUFFER_BYTES=str(BUFFER_BYTES),
         MEETINGDASH_SOCKET_SEND_BUFFER_BYTES=str(SOCKET_BUFFER_BYTES),
         MEETINGDASH_STALLED_CLIENT_SECONDS="600",
@@ -41,11 +45,14 @@ def waiting_stack(simulator_server_module: Any, tmp_path_factory: Any) -> Iterat
         yield running
 
 
-@pytest.fixture(scope="module")
-def dropping_stack(simulator_server_module: Any, tmp_path_factory: Any) -> Iterator[RelayStack]:
+@pytest.fixture(scope="module", params=SERVERS)
+def dropping_stack(
+    request: Any, simulator_server_module: Any, tmp_path_factory: Any
+) -> Iterator[RelayStack]:
     with relay_stack(
         simulator_server_module,
         tmp_path_factory.mktemp("slow-drop"),
+        MEETINGDASH_SERVER=request.param,
         MEETINGDASH_SEND_BUFFER_BYTES=str(BUFFER_BYTES),
         MEETINGDASH_SOCKET_SEND_BUFFER_BYTES=str(SOCKET_BUFFER_BYTES),
         MEETINGDASH_STALLED_CLIENT_SECONDS="2",

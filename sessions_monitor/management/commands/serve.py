@@ -1,4 +1,5 @@
-"""`python manage.py serve`: daphne serving MeetingDash, plus what the embedded mode needs.
+"""`python manage.py serve`: daphne (or uvicorn, `--server uvicorn`) serving MeetingDash,
+plus what the embedded mode needs.
 
 It follows MEETINGBUDDY_API_URL, or with MEETINGDASH_SIMULATOR=1 (and no upstream URL) the
 built-in simulator, mounted in this process under settings.MEETINGDASH_SIMULATOR_PREFIX.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +28,7 @@ from sessions_monitor.simulator import Simulator
 
 logger = logging.getLogger("meetingdash.serve")
 STOP_SERVICE_SECONDS = 10.0
+SERVERS = ("daphne", "uvicorn")
 
 NO_UPSTREAM = (
     "Nothing to follow: set MEETINGBUDDY_API_URL (and MEETINGBUDDY_API_TOKEN) to follow "
@@ -52,67 +55,58 @@ def plan_upstream(host: str, port: int) -> tuple[str, str, bool]:
 
 
 class Command(BaseCommand):
-    help = "Serve MeetingDash with daphne (and the embedded relay and simulator when configured)."
+    help = (
+        "Serve MeetingDash with daphne, or uvicorn with --server uvicorn (and the embedded "
+        "relay and simulator when configured)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.getenv("MEETINGDASH_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.getenv("MEETINGDASH_PORT", "8000")))
+        parser.add_argument(
+            "--server",
+            choices=SERVERS,
+            default=os.getenv("MEETINGDASH_SERVER", "daphne"),
+            help="daphne (the default) or uvicorn (the [uvicorn] extra: uvloop, httptools).",
+        )
 
-    def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
-        upstream_url, upstream_token, with_simulator = plan_upstream(host, port)
+    def handle(self, *args: Any, host: str, port: int, server: str, **options: Any) -> None:
+        if server not in SERVERS:
+            raise CommandError(f"MEETINGDASH_SERVER must be one of {', '.join(SERVERS)}")
+        plan = plan_upstream(host, port)
+        if server == "uvicorn":
+            self._run_uvicorn(host, port, plan)
+        else:
+            self._run_daphne(host, port, plan)
+
+    def _announce(self, host: str, port: int, stack: ServeStack) -> None:
+        self.stdout.write(f"MeetingDash is serving on http://{host}:{port}/", ending="\n")
+        if stack.with_simulator:
+            self.stdout.write(f"Built-in upstream simulator at {stack.upstream_url}", ending="\n")
+        self.stdout.flush()
+
+    def _run_daphne(self, host: str, port: int, plan: tuple[str, str, bool]) -> None:
         # Importing daphne.server installs Twisted's asyncio reactor: it must come first.
         from daphne.endpoints import build_endpoint_description_strings
         from twisted.internet import defer, reactor
 
-        from meetingdash.asgi import build_application
         from sessions_monitor.server import DeadlineServer
 
         loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
-        services: list[BackgroundService] = []
-        simulator_app = None
-        if with_simulator:
-            simulator = Simulator.from_environment()
-            simulator_app = simulator.asgi_app
-            services.append(simulator)
-        lookups.configure(upstream_url, upstream_token)
-        relay: Relay | None = None
-        if not settings.REDIS_URL:
-            # Look-ups and the relay share the process's one upstream client.
-            relay = build_embedded_relay(
-                upstream_url=upstream_url, token=upstream_token, client=lookups.shared_client(loop)
-            )
-            services.append(relay)
-
-        # The embedded relay reaches the simulator by this loopback address, which need not
-        # be in ALLOWED_HOSTS (the public name is).
-        relay_host = urlsplit(upstream_url).hostname or ""
-        application = build_application(
-            relay=relay, simulator_app=simulator_app, simulator_hosts=(relay_host,)
-        )
+        stack = ServeStack.build(plan, loop)
 
         def start_services() -> None:
-            for service in services:
-                loop.create_task(service.start(), name=f"start-{service.name}")
-            self.stdout.write(f"MeetingDash is serving on http://{host}:{port}/", ending="\n")
-            if simulator_app is not None:
-                self.stdout.write(f"Built-in upstream simulator at {upstream_url}", ending="\n")
-            self.stdout.flush()
-
-        async def stop_services() -> None:
-            for service in reversed(services):
-                try:
-                    await asyncio.wait_for(service.stop(), timeout=STOP_SERVICE_SECONDS)
-                except Exception:
-                    logger.exception("stopping %s failed", service.name)
+            stack.start(loop)
+            self._announce(host, port, stack)
 
         def stop_trigger() -> Any:
             arm_exit_watchdog()
-            return defer.Deferred.fromFuture(loop.create_task(stop_services()))
+            return defer.Deferred.fromFuture(loop.create_task(stack.stop()))
 
         reactor.addSystemEventTrigger("before", "shutdown", stop_trigger)  # type: ignore[arg-type]
         proxy = settings.MEETINGDASH_PROXY_HEADERS
         DeadlineServer(
-            application=application,
+            application=stack.application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
             ready_callable=start_services,
             action_logger=None,
@@ -127,3 +121,91 @@ class Command(BaseCommand):
             proxy_forwarded_port_header="X-Forwarded-Port" if proxy else None,
             proxy_forwarded_proto_header="X-Forwarded-Proto" if proxy else None,
         ).run()
+
+    def _run_uvicorn(self, host: str, port: int, plan: tuple[str, str, bool]) -> None:
+        try:
+            from sessions_monitor import uvicorn_server
+        except ImportError as exc:
+            raise CommandError(
+                f"--server uvicorn needs the [uvicorn] extra ({exc}): pip install -e '.[uvicorn]'"
+            ) from exc
+        protocol = uvicorn_server.bounded_protocol(
+            header_timeout=settings.MEETINGDASH_HEADER_TIMEOUT_SECONDS,
+            send_buffer_bytes=settings.MEETINGDASH_SEND_BUFFER_BYTES,
+            stalled_seconds=settings.MEETINGDASH_STALLED_CLIENT_SECONDS,
+            socket_send_buffer=settings.MEETINGDASH_SOCKET_SEND_BUFFER_BYTES,
+        )
+        stack: ServeStack | None = None
+
+        def build() -> Any:
+            nonlocal stack
+            stack = ServeStack.build(plan, asyncio.get_running_loop())
+            return stack.application
+
+        async def started() -> None:
+            assert stack is not None
+            stack.start(asyncio.get_running_loop())
+            self._announce(host, port, stack)
+
+        async def stopping() -> None:
+            if stack is not None:
+                await stack.stop()
+
+        uvicorn_server.run(
+            build,
+            host=host,
+            port=port,
+            protocol=protocol,
+            proxy_headers=settings.MEETINGDASH_PROXY_HEADERS,
+            on_started=started,
+            on_stopping=stopping,
+        )
+
+
+@dataclass
+class ServeStack:
+    """What `serve` runs whichever the server: the application, and the background
+    services (the simulator, the embedded relay) started once the socket listens."""
+
+    application: Any
+    services: list[BackgroundService]
+    upstream_url: str
+    with_simulator: bool
+
+    @classmethod
+    def build(cls, plan: tuple[str, str, bool], loop: asyncio.AbstractEventLoop) -> ServeStack:
+        from meetingdash.asgi import build_application
+
+        upstream_url, upstream_token, with_simulator = plan
+        services: list[BackgroundService] = []
+        simulator_app = None
+        if with_simulator:
+            simulator = Simulator.from_environment()
+            simulator_app = simulator.asgi_app
+            services.append(simulator)
+        lookups.configure(upstream_url, upstream_token)
+        relay: Relay | None = None
+        if not settings.REDIS_URL:
+            # Look-ups and the relay share the process's one upstream client.
+            relay = build_embedded_relay(
+                upstream_url=upstream_url, token=upstream_token, client=lookups.shared_client(loop)
+            )
+            services.append(relay)
+        # The embedded relay reaches the simulator by this loopback address, which need not
+        # be in ALLOWED_HOSTS (the public name is).
+        relay_host = urlsplit(upstream_url).hostname or ""
+        application = build_application(
+            relay=relay, simulator_app=simulator_app, simulator_hosts=(relay_host,)
+        )
+        return cls(application, services, upstream_url, with_simulator)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        for service in self.services:
+            loop.create_task(service.start(), name=f"start-{service.name}")
+
+    async def stop(self) -> None:
+        for service in reversed(self.services):
+            try:
+                await asyncio.wait_for(service.stop(), timeout=STOP_SERVICE_SECONDS)
+            except Exception:
+                logger.exception("stopping %s failed", service.name)
