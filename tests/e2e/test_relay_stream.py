@@ -56,6 +56,8 @@ def stack(request, simulator_server_module, tmp_path_factory) -> Iterator[RelayS
         tmp_path_factory.mktemp("relay-e2e"),
         MEETINGDASH_SERVER=request.param,
     ) as running:
+        served_by = httpx.get(f"{running.base_url}/healthz", timeout=10).headers.get("server", "")
+        assert ("daphne" in served_by) == (request.param == "daphne"), served_by
         yield running
 
 

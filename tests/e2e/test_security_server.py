@@ -71,12 +71,16 @@ def test_make_run_refuses_without_an_upstream() -> None:
     assert "Set MEETINGBUDDY_API_URL" in result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def production_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`serve` as production would run it (DEBUG off) with the simulator asked for."""
+@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
+def production_simulator(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`serve` as production would run it (DEBUG off) with the simulator asked for, on
+    each server `serve` offers."""
     tmp = tmp_path_factory.mktemp("prod-sim")
     env = serve_env(
         tmp,
+        MEETINGDASH_SERVER=request.param,
         DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY=SECRET,
         DJANGO_SECURE_SSL_REDIRECT="0",
@@ -133,11 +137,14 @@ def test_a_client_that_dribbles_its_headers_is_dropped(production_simulator: str
 # --- limits and revocation on open streams --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["daphne", "uvicorn"])
 def stack(
-    simulator_server_module: Any, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    simulator_server_module: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RelayStack]:
     extra = {
+        "MEETINGDASH_SERVER": request.param,
         "MEETINGDASH_MAX_STREAMS_PER_TOKEN": "2",
         "MEETINGDASH_MAX_STREAMS_PER_USER": "3",
         "MEETINGDASH_LOOKUPS_PER_MINUTE": "3",
