@@ -270,7 +270,9 @@ class SessionDetailConsumer(_LiveConsumer):
         hub = get_hub()
         self.events = await hub.subscribe(self.session_id, kind="page")
         self.subscriptions = [self.events]
-        self.summaries = await hub.subscribe_summaries(self.session_id, kind="page-summaries")
+        self.summaries = await hub.subscribe_summaries(
+            self.session_id, kind="page-summaries", changes_of=LINK_BADGE
+        )
         self.subscriptions.append(self.summaries)
 
     def accepted(self) -> None:
@@ -393,7 +395,7 @@ class SessionDetailConsumer(_LiveConsumer):
                     await self.send(text_data=self.last_badge)
                 continue
             # Only this session's summaries reach this subscription: the newest one counts.
-            badge = str(batch[-1].render("dash.badge", summary_link_badge))
+            badge = str(batch[-1].render(*LINK_BADGE))
             if badge != self.last_badge:  # most summaries leave the link as it was
                 self.last_badge = badge
                 await self.send(text_data=badge)
@@ -605,6 +607,11 @@ def render_link_badge(freshness: presentation.Freshness) -> str:
 
 def summary_link_badge(message: HubMessage) -> str:
     return render_link_badge(presentation.session_view(message.data).upstream)
+
+
+# The detail page's upstream badge: most summaries leave it as it was, and the hub drops
+# those before they wake the page.
+LINK_BADGE = ("dash.badge", summary_link_badge)
 
 
 def _row_html(message: HubMessage, oob: bool) -> str:

@@ -94,7 +94,9 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
             return
         # Join before reading the snapshot: whatever changes after the read arrives.
         try:
-            self.summaries = await get_hub().subscribe_summaries(self.session_id, kind="widget")
+            self.summaries = await get_hub().subscribe_summaries(
+                self.session_id, kind="widget", changes_of=(BADGE_KEY, badge_of)
+            )
         except HubUnavailable:
             await self.accept()
             await self.close(code=CLOSE_TRY_AGAIN)

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
@@ -67,7 +67,9 @@ class Subscription:
 
     `key` names its feed (a session id, or None for the summaries); `only` restricts a
     summaries subscription to one session's summaries (its feed's resync and lost still
-    reach it)."""
+    reach it); `changes_of` (a render key and function, see `HubMessage.render`) lets
+    through only summaries whose rendering differs from the last one let through: what a
+    subscriber would compare and drop is dropped without waking it."""
 
     def __init__(
         self,
@@ -76,10 +78,13 @@ class Subscription:
         maxsize: int,
         kind: str = "other",
         only: str | None = None,
+        changes_of: tuple[str, Callable[[HubMessage], Any]] | None = None,
     ) -> None:
         self._hub = hub
         self.key = key
         self.only = only
+        self.changes_of = changes_of
+        self._last_change: Any = None
         self.kind = kind
         self.maxsize = max(1, maxsize)
         self._queue: deque[HubMessage] = deque()
@@ -94,6 +99,11 @@ class Subscription:
     def _deliver(self, message: HubMessage) -> None:
         if self.closed or self._resync_pending:
             return
+        if self.changes_of is not None and message.kind == "summary":
+            change = message.render(*self.changes_of)
+            if change == self._last_change:
+                return
+            self._last_change = change
         if len(self._queue) >= self.maxsize:
             self._resync("fell behind")
             return
@@ -107,6 +117,7 @@ class Subscription:
         self._queue.clear()
         self._queue.append(HubMessage("resync", self.only or self.key, {"reason": reason}))
         self._resync_pending = True
+        self._last_change = None  # the subscriber reloads: compare with nothing it has not seen
         self.resyncs += 1
         self._hub.resyncs += 1
         self._wake()
@@ -236,7 +247,12 @@ class Hub:
         return await self._joined(feed, subscription)
 
     async def subscribe_summaries(
-        self, session_id: str, *, maxsize: int = 1000, kind: str = "other"
+        self,
+        session_id: str,
+        *,
+        maxsize: int = 1000,
+        kind: str = "other",
+        changes_of: tuple[str, Callable[[HubMessage], Any]] | None = None,
     ) -> Subscription:
         """Subscribe to the summaries of one session only, like `subscribe` otherwise.
 
@@ -245,7 +261,9 @@ class Hub:
         subscribers of session B (a detail page, a widget).
         """
         feed = self._feed(None)
-        subscription = Subscription(self, None, maxsize, kind, only=session_id)
+        subscription = Subscription(
+            self, None, maxsize, kind, only=session_id, changes_of=changes_of
+        )
         feed.routes.setdefault(session_id, set()).add(subscription)
         return await self._joined(feed, subscription)
 

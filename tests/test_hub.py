@@ -238,6 +238,47 @@ async def test_session_summaries_subscribers_are_resynced_and_lost_with_their_fe
     await hub.wait_released()
 
 
+async def test_after_a_resync_changes_of_compares_with_nothing_seen_before(
+    fresh_channel_layer,
+) -> None:
+    """The subscriber reloads after a resync: a summary equal to the last one let through
+    before it is news again (the reload may have shown something else)."""
+    hub = Hub(fresh_channel_layer)
+    session_id = new_session_id()
+    shown = ("test.status", lambda message: message.data["status"])
+    subscription = await hub.subscribe_summaries(session_id, changes_of=shown)
+    await fresh_channel_layer.group_send(SESSIONS_GROUP, summary_message(session_id, status="a"))
+    assert (await asyncio.wait_for(subscription.get(), 5)).data["status"] == "a"
+    subscription._resync("test")
+    assert (await asyncio.wait_for(subscription.get(), 5)).kind == "resync"
+
+    for status in ("a", "b"):
+        await fresh_channel_layer.group_send(
+            SESSIONS_GROUP, summary_message(session_id, status=status)
+        )
+    received = [await asyncio.wait_for(subscription.get(), 5) for _ in range(2)]
+    assert [m.data["status"] for m in received] == ["a", "b"]
+    subscription.close()
+    await hub.wait_released()
+
+
+async def test_changes_of_drops_repeats_without_queueing_them(fresh_channel_layer) -> None:
+    hub = Hub(fresh_channel_layer)
+    session_id = new_session_id()
+    shown = ("test.status", lambda message: message.data["status"])
+    subscription = await hub.subscribe_summaries(session_id, changes_of=shown)
+    for status in ("active", "active", "active", "recording"):
+        await fresh_channel_layer.group_send(
+            SESSIONS_GROUP, summary_message(session_id, status=status)
+        )
+    first = await asyncio.wait_for(subscription.get(), 5)
+    second = await asyncio.wait_for(subscription.get(), 5)
+    assert [first.data["status"], second.data["status"]] == ["active", "recording"]
+    assert subscription.qsize() == 0, "the repeated 'active' never reached the queue"
+    subscription.close()
+    await hub.wait_released()
+
+
 async def test_a_bad_message_is_dropped_and_the_feed_keeps_going(fresh_channel_layer) -> None:
     hub = Hub(fresh_channel_layer)
     session_id = new_session_id()
