@@ -514,6 +514,26 @@ async def test_single_flight_shares_a_read_only_with_later_subscribers() -> None
     assert calls == 2 and not consumers._in_flight
 
 
+async def test_a_viewer_that_leaves_mid_wait_cancels_only_its_own_wait() -> None:
+    loop = asyncio.get_running_loop()
+    shared: asyncio.Future[str] = loop.create_future()
+    waiters = [asyncio.ensure_future(consumers.await_shared(shared)) for _ in range(3)]
+    await eventually(lambda: len(consumers._waiting.get(shared, ())) == 3, what="3 waiters")
+    waiters[0].cancel()
+    await asyncio.gather(waiters[0], return_exceptions=True)
+    assert not shared.cancelled()
+    shared.set_result("frame")
+    assert await asyncio.gather(*waiters[1:]) == ["frame", "frame"]
+    assert waiters[0].cancelled() and shared not in consumers._waiting
+
+    failed: asyncio.Future[str] = loop.create_future()
+    waiting = asyncio.ensure_future(consumers.await_shared(failed))
+    await eventually(lambda: failed in consumers._waiting, what="a waiter")
+    failed.set_exception(RuntimeError("read failed"))
+    with pytest.raises(RuntimeError, match="read failed"):
+        await waiting
+
+
 async def test_live_frames_re_send_only_the_regions_an_event_can_change(
     fresh_channel_layer: Any, user: User
 ) -> None:
