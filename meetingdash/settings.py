@@ -262,6 +262,9 @@ MEETINGDASH_MAX_STREAMS_PER_TOKEN = envint("MEETINGDASH_MAX_STREAMS_PER_TOKEN", 
 # What `serve` buffers for one client that does not read, and how long it may not read.
 MEETINGDASH_SEND_BUFFER_BYTES = envint("MEETINGDASH_SEND_BUFFER_BYTES", str(256 * 1024))
 MEETINGDASH_STALLED_CLIENT_SECONDS = envfloat("MEETINGDASH_STALLED_CLIENT_SECONDS", "30")
+# The listen backlog: after a restart every open page and stream reconnects at once; Twisted's
+# default (50) refuses most of them (the kernel caps it at net.core.somaxconn).
+MEETINGDASH_LISTEN_BACKLOG = envint("MEETINGDASH_LISTEN_BACKLOG", "4096")
 # SO_SNDBUF of each connection `serve` accepts; 0 leaves the kernel's autotuning.
 MEETINGDASH_SOCKET_SEND_BUFFER_BYTES = envint("MEETINGDASH_SOCKET_SEND_BUFFER_BYTES", "0")
 MEETINGDASH_MAX_STREAMS_PER_USER = envint("MEETINGDASH_MAX_STREAMS_PER_USER", "20")

@@ -155,6 +155,7 @@ def run(
     port: int,
     protocol: type[BoundedHttpProtocol],
     proxy_headers: bool,
+    backlog: int,
     on_started: Callable[[], Awaitable[None]],
     on_stopping: Callable[[], Awaitable[None]],
 ) -> None:
@@ -175,6 +176,7 @@ def run(
             log_level="warning",
             server_header=False,
             timeout_graceful_shutdown=3,
+            backlog=backlog,
             proxy_headers=proxy_headers,
             forwarded_allow_ips="*" if proxy_headers else None,
         )

@@ -107,7 +107,10 @@ class Command(BaseCommand):
         proxy = settings.MEETINGDASH_PROXY_HEADERS
         DeadlineServer(
             application=stack.application,
-            endpoints=build_endpoint_description_strings(host=host, port=port),
+            endpoints=[
+                f"{endpoint}:backlog={settings.MEETINGDASH_LISTEN_BACKLOG}"
+                for endpoint in build_endpoint_description_strings(host=host, port=port)
+            ],
             ready_callable=start_services,
             action_logger=None,
             verbosity=0,
@@ -157,6 +160,7 @@ class Command(BaseCommand):
             port=port,
             protocol=protocol,
             proxy_headers=settings.MEETINGDASH_PROXY_HEADERS,
+            backlog=settings.MEETINGDASH_LISTEN_BACKLOG,
             on_started=started,
             on_stopping=stopping,
         )
