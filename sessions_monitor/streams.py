@@ -42,6 +42,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 KEEPALIVE = b": keepalive\n\n"
 ACCESS_ENDED = b": access ended (token revoked, signed out or user deactivated)\n\n"
 FEED_LOST = b": live feed lost on this server; reconnect with Last-Event-ID\n\n"
+# Queued events written to one client at once, at most (a burst, a slow client catching up).
+MAX_FRAMES_PER_WRITE = 500
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -209,33 +211,52 @@ class _Writer:
         return closed
 
     async def live(self, subscription: Subscription) -> None:
+        """Until the session closes or the feed is lost. What queued up while this client
+        was being written to goes out as one write (a burst costs one write per client per
+        wake, not one per event)."""
         while True:
             try:
-                message = await subscription.get()
+                first = await subscription.get()
             except StopAsyncIteration:
                 return
-            if message.kind == "lost":
-                # This process cannot deliver live events now: end the response, so the
-                # client reconnects (with Last-Event-ID) rather than wait on a dead feed.
-                await self.write(FEED_LOST)
-                return
-            if message.kind == "resync":
-                # We fell behind; the events we missed are stored (stored before broadcast).
-                events = await database_sync_to_async(selectors.events_after)(
-                    self.session_id, self.last_seq, 100_000
-                )
-                if await self.history(events):
+            frames: list[bytes] = []
+            message: HubMessage | None = first
+            while message is not None:
+                ended = await self._take(message, frames)
+                if ended:
                     return
-                continue
-            if message.kind != "event" or message.seq is None or message.seq <= self.last_seq:
-                continue
-            self.last_seq = message.seq
-            frame = message.render("sse", render_hub_message)
-            if frame:
-                assert isinstance(frame, bytes)
-                await self.write(frame)
-            if is_close(message.data):
-                return
+                message = subscription.get_nowait() if len(frames) < MAX_FRAMES_PER_WRITE else None
+            if frames:
+                await self.write(b"".join(frames))
+
+    async def _take(self, message: HubMessage, frames: list[bytes]) -> bool:
+        """Add what `message` means to `frames` (written first when the message needs its
+        own write); True when the stream ends here."""
+        if message.kind == "lost":
+            # This process cannot deliver live events now: end the response, so the
+            # client reconnects (with Last-Event-ID) rather than wait on a dead feed.
+            await self.write(b"".join([*frames, FEED_LOST]))
+            return True
+        if message.kind == "resync":
+            if frames:
+                await self.write(b"".join(frames))
+                frames.clear()
+            # We fell behind; the events we missed are stored (stored before broadcast).
+            events = await database_sync_to_async(selectors.events_after)(
+                self.session_id, self.last_seq, 100_000
+            )
+            return await self.history(events)
+        if message.kind != "event" or message.seq is None or message.seq <= self.last_seq:
+            return False
+        self.last_seq = message.seq
+        frame = message.render("sse", render_hub_message)
+        if frame:
+            assert isinstance(frame, bytes)
+            frames.append(frame)
+        if is_close(message.data):
+            await self.write(b"".join(frames))
+            return True
+        return False
 
 
 INVALID_ID_MESSAGE = f"Session ids start with {SESSION_ID_RULE}."
