@@ -40,6 +40,7 @@ from django.utils.html import escape, format_html
 from sessions_monitor import access, limits, presentation, selectors
 from sessions_monitor.hub import HubUnavailable, Subscription, get_hub
 from sessions_monitor.messages import HubMessage
+from sessions_monitor.models import EventKind
 from sessions_monitor.upstream import is_valid_session_id
 
 logger = logging.getLogger(__name__)
@@ -353,7 +354,7 @@ class SessionDetailConsumer(_LiveConsumer):
                 continue
             parts = [str(message.render("dash.detail.row", row_from_data)) for message in fresh]
             changed = presentation.regions_for(str(m.data.get("kind", "")) for m in fresh)
-            parts.append(await self._regions(fresh[-1], changed))
+            parts.append(await self._regions(fresh, changed))
             await self.send(text_data="".join(parts))
             last = seqs[-1]
 
@@ -383,12 +384,16 @@ class SessionDetailConsumer(_LiveConsumer):
             await self.send(text_data=html)
         return last
 
-    def _regions(self, message: HubMessage, changed: frozenset[str]) -> Awaitable[str]:
-        """The regions `changed` re-rendered, plus the watermark, after `message`: from a
-        read of only what those regions show (never the event log)."""
+    def _regions(self, fresh: list[HubMessage], changed: frozenset[str]) -> Awaitable[str]:
+        """The regions `changed` re-rendered, plus the watermark, after the last of `fresh`:
+        from a read of only what those regions show (never the event log). Joins and leaves
+        re-send only the people they concern when the page's lists can take them."""
         session_id = self.session_id
+        message = fresh[-1]
         if not changed:
             return _done(message.render("dash.detail.resume", resume_only))
+        joined = {m.seq for m in fresh if m.data.get("kind") == EventKind.JOINED}
+        left = {m.seq for m in fresh if m.data.get("kind") == EventKind.LEFT}
 
         async def read_and_render() -> str:
             detail = await database_sync_to_async(selectors.read_live_regions)(session_id, changed)
@@ -397,9 +402,11 @@ class SessionDetailConsumer(_LiveConsumer):
             # `after`: what the rows sent with it end at.
             context = presentation.detail_context(detail, after=message.seq)
             context["regions"] = changed
+            context.update(presentation.people_changes(detail, joined, left))
             return render_to_string(f"{DETAIL}#live-regions", context)
 
-        key = "dash.detail.regions:" + ",".join(sorted(changed))
+        people = ",".join(map(str, sorted(s for s in joined | left if s is not None)))
+        key = "dash.detail.regions:" + ",".join(sorted(changed)) + ":" + people
         return render_once_async(message, key, read_and_render)
 
     async def _badges(self) -> None:

@@ -8,7 +8,7 @@ test (`tests/test_presentation.py`). No reads: `selectors` reads and builds thes
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -424,6 +424,7 @@ class PresenceRow:
     join_seq: int
     stayed: str
     how_joined: str = ""  # "" (a join we saw), "present when watching began", "seen after a gap"
+    leave_seq: int | None = None
 
     @property
     def joined_label(self) -> str:
@@ -572,7 +573,29 @@ def presence_row(data: Mapping[str, Any], now: datetime) -> PresenceRow:
         data["join_seq"],
         format_duration(((left_at or now) - data["joined_at"]).total_seconds()),
         how_joined(data.get("note") or ""),
+        data.get("leave_seq"),
     )
+
+
+def people_changes(
+    detail: SessionDetail, joined: Collection[int | None], left: Collection[int | None]
+) -> dict[str, list[PresenceRow]]:
+    """What a live frame re-sends of the participants region for these joins and leaves
+    (event seqs): only the people concerned, when the page's lists can take them; {} when
+    the whole region must go (the first presence, the first or last person present, or an
+    event that changed no presence: a duplicate join, a leave of someone never seen)."""
+    if not joined and not left:
+        return {}
+    people_joined = [p for p in detail.presences if p.join_seq in joined]
+    people_left = [p for p in detail.presences if p.leave_seq is not None and p.leave_seq in left]
+    if len(people_joined) != len(joined) or len(people_left) != len(left):
+        return {}
+    present_after = len(detail.present)
+    present_before = present_after - len(people_joined) + len(people_left)
+    listed_before = len(detail.presences) - len(people_joined)
+    if not present_before or not present_after or not listed_before:
+        return {}
+    return {"people_joined": people_joined, "people_left": people_left}
 
 
 def is_recently_ended(view: SessionView, minutes: int) -> bool:

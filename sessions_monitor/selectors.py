@@ -184,7 +184,7 @@ def _presences(session_id: str, now: datetime) -> list[PresenceRow]:
         Presence.objects.filter(session_id=session_id)
         .order_by("joined_at", "join_seq")
         .annotate(note=Subquery(join_note))
-        .values(*PRESENCE_FIELDS, "note")
+        .values(*PRESENCE_FIELDS, "leave_seq", "note")
     )
     return [presentation.presence_row(row, now) for row in rows]
 

@@ -111,7 +111,7 @@ async def test_a_status_change_and_a_join_appear_live_within_a_second(
     await asyncio.sleep(0.6)
     dash.control.emit(session_id, join="Grace Hopper")  # a rejoin: a new interval
     await page.locator("#participants .person", has_text="Linus").wait_for(timeout=1000)
-    await page.locator(".presence-table tbody tr").nth(2).wait_for(timeout=1000)
+    await page.locator("#presence-rows [role=row]").nth(2).wait_for(timeout=1000)
     await wait_rows_equal_history(dash, page, session_id, 5)
     assert await page.locator("#svg-timeline rect.bar").count() >= 4
     assert (await page.locator("#live-announcer").inner_text()).strip()

@@ -236,7 +236,7 @@ async def test_times_are_unambiguous_and_presence_says_how_it_was_learnt(
     await page.locator(f"#session-{session_id}").wait_for(timeout=15_000)
     await open_live(page, f"{dash.base_url}/sessions/{session_id}/")
     dash.control.emit(session_id, join="Late Comer")
-    rows = page.locator(".presence-table tbody tr")
+    rows = page.locator("#presence-rows [role=row]")
     await rows.filter(has_text="Late Comer").wait_for(timeout=5000)
     early = rows.filter(has_text="Early Bird")
     assert "Present when watching began" in await early.inner_text()
