@@ -57,6 +57,14 @@ pytest: $(TEST_STAMP)
 drill: $(TEST_STAMP)
 	$(PY) -m drill.run --sessions 10 --rate 5 --fault-seconds 20 --stall-seconds 20 --burst 600 --write docs/reliability-drill.md
 
+## bench: every row of issue 13's fan-out targets with its baselines, into docs/benchmarks.md
+# BENCH_SCALE multiplies every size (1 = the issue's; 0.2 for a quick look). Builds the
+# django-eventstream baseline's venv in build/bench-venv on first use (from PyPI).
+BENCH_SCALE ?= 1
+.PHONY: bench
+bench: $(BASE_STAMP)
+	$(PY) -m bench.run --scale $(BENCH_SCALE) --write docs/benchmarks.md
+
 ## screenshots: refresh docs/screenshots from the browser tests (tests never write there)
 screenshots: $(TEST_STAMP)
 	MEETINGDASH_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -p no:randomly -k "see_the_simulated_sessions or a_join_appear_live or failure_panel or failing_while_live or upstream_forgets or widget_stops" tests/e2e/test_browser.py tests/e2e/test_live_truth.py

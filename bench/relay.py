@@ -95,7 +95,7 @@ async def run(base: str, sessions: int, events: int) -> None:
         cpu_start = 0.0
         counts = 0
 
-        async def drain(subscription) -> None:  # type: ignore[no-untyped-def]
+        async def drain(subscription) -> None:
             nonlocal first, cpu_start, counts
             async for message in subscription:
                 if message.kind != "event":

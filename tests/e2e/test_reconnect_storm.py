@@ -31,7 +31,9 @@ async def status_line(host: str, port: int) -> str:
     except OSError as exc:
         return f"refused: {exc}"
     try:
-        writer.write(f"GET /static/css/app.css HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(
+            f"GET /static/css/app.css HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        )
         line = await asyncio.wait_for(reader.readline(), 60)
         return line.decode().strip()
     except (OSError, TimeoutError) as exc:
