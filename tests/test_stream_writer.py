@@ -7,7 +7,7 @@ from typing import Any
 from channels.layers import InMemoryChannelLayer
 
 from sessions_monitor import streams
-from sessions_monitor.hub import Hub
+from sessions_monitor.hub import Hub, Subscription
 from sessions_monitor.messages import HubMessage
 
 SESSION = "mbsess_writer0001"
@@ -22,7 +22,8 @@ def closed(seq: int) -> HubMessage:
     return HubMessage("event", SESSION, {"kind": "close", "seq": seq, "note": ""}, seq=seq)
 
 
-async def test_what_queued_while_writing_goes_out_as_one_write_in_order() -> None:
+async def writer_on_hub() -> tuple[Hub, Subscription, streams._Writer, list[bytes]]:
+    """A hub subscription and a stream writer whose ASGI `send` records each body."""
     hub = Hub(InMemoryChannelLayer())
     subscription = await hub.subscribe(SESSION)
     writes: list[bytes] = []
@@ -30,7 +31,11 @@ async def test_what_queued_while_writing_goes_out_as_one_write_in_order() -> Non
     async def send(message: dict[str, Any]) -> None:
         writes.append(message["body"])
 
-    writer = streams._Writer(send, SESSION)
+    return hub, subscription, streams._Writer(send, SESSION), writes
+
+
+async def test_what_queued_while_writing_goes_out_as_one_write_in_order() -> None:
+    hub, subscription, writer, writes = await writer_on_hub()
     feed = hub._feeds[SESSION]
     for message in (joined(1), joined(2), joined(3)):
         hub.publish_local(feed, message)  # a burst: all queued before the writer wakes
@@ -47,14 +52,7 @@ async def test_what_queued_while_writing_goes_out_as_one_write_in_order() -> Non
 
 
 async def test_a_lost_feed_ends_the_stream_saying_so() -> None:
-    hub = Hub(InMemoryChannelLayer())
-    subscription = await hub.subscribe(SESSION)
-    writes: list[bytes] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        writes.append(message["body"])
-
-    writer = streams._Writer(send, SESSION)
+    hub, subscription, writer, writes = await writer_on_hub()
     feed = hub._feeds[SESSION]
     hub.publish_local(feed, joined(1))
     subscription._lose("test")
