@@ -27,7 +27,12 @@ from django.urls import re_path  # noqa: E402
 
 from sessions_monitor.process import ProcessStateMiddleware  # noqa: E402
 from sessions_monitor.relay.worker import Relay  # noqa: E402
-from sessions_monitor.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
+from sessions_monitor.routing import (  # noqa: E402
+    WIDGET_SOCKET_PREFIX,
+    http_urlpatterns,
+    page_websocket_urlpatterns,
+    widget_websocket_urlpatterns,
+)
 from sessions_monitor.security import (  # noqa: E402
     HostValidationMiddleware,
     SameOriginWebsocketMiddleware,
@@ -58,6 +63,18 @@ class PrefixMount:
         await self.default(scope, receive, send)
 
 
+def websocket_router() -> ASGIApp:
+    """Widget sockets straight to their router; the dashboard's through the auth stack."""
+    pages = AuthMiddlewareStack(URLRouter(page_websocket_urlpatterns))
+    widgets = URLRouter(widget_websocket_urlpatterns)
+
+    async def route(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        app = widgets if scope["path"].startswith(WIDGET_SOCKET_PREFIX) else pages
+        await app(scope, receive, send)
+
+    return route
+
+
 def build_application(
     *,
     relay: Relay | None = None,
@@ -72,9 +89,7 @@ def build_application(
                 "http": AuthMiddlewareStack(
                     URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)])  # type: ignore[arg-type]
                 ),
-                "websocket": SameOriginWebsocketMiddleware(
-                    AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-                ),
+                "websocket": SameOriginWebsocketMiddleware(websocket_router()),
             }
         )
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.urls import reverse
 from django.utils.html import escape
 from django.utils.http import urlencode
@@ -105,6 +105,20 @@ def is_revoked(grant: EmbedGrant) -> bool:
         Q(session__isnull=True) | Q(session_id=grant.session_id),
         revoked_at__gte=grant.issued_at,
     ).exists()
+
+
+def last_revocation(session_id: str) -> dt.datetime | None:
+    """When the session's widget links (or everyone's) were last revoked: links issued up to
+    then are refused. One answer serves every token of the session, whatever its issue time,
+    so concurrent widget connects can share one read (`is_revoked` is per grant)."""
+    latest: dt.datetime | None = EmbedRevocation.objects.filter(
+        Q(session__isnull=True) | Q(session_id=session_id)
+    ).aggregate(latest=Max("revoked_at"))["latest"]
+    return latest
+
+
+def revoked_by(grant: EmbedGrant, latest_revocation: dt.datetime | None) -> bool:
+    return latest_revocation is not None and latest_revocation >= grant.issued_at
 
 
 def valid_grant(token: str | None, session_id: str) -> EmbedGrant:

@@ -21,8 +21,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -35,6 +39,7 @@ from sessions_monitor.consumers import (
     HUB_ONLY,
     KEEPALIVE,
     next_batch,
+    single_flight,
 )
 from sessions_monitor.embed_views import render_widget_badge
 from sessions_monitor.hub import HubUnavailable, Subscription, get_hub
@@ -56,6 +61,38 @@ def badge_of(message: HubMessage) -> str:
     return render_widget_badge(message.data, message.session_id or "")
 
 
+@dataclass(frozen=True)
+class StoredBadge:
+    """What a connecting widget reads: the badge as stored, and when the session's links were
+    last revoked (one round trip to the database for both)."""
+
+    seq: int
+    html: str
+    last_revocation: datetime | None
+
+
+def stored_badge(session_id: str) -> StoredBadge:
+    snapshot = selectors.session_snapshot(session_id)
+    return StoredBadge(
+        seq=int((snapshot or {}).get("last_seq") or 0),
+        html=render_widget_badge(snapshot, session_id),
+        last_revocation=embed.last_revocation(session_id),
+    )
+
+
+async def shared_stored_badge(session_id: str, not_before: float) -> StoredBadge:
+    """`stored_badge`, read and rendered once for every widget of the session that
+    subscribed before the read began (a page with a badge loading everywhere, a resync).
+    A read that began after one's subscription misses neither a change (the subscription has
+    it) nor a revocation committed before, so sharing it refuses and shows exactly what a
+    read of one's own would."""
+    return await single_flight(
+        ("widget-badge", session_id),
+        lambda: database_sync_to_async(stored_badge)(session_id),
+        not_before=not_before,
+    )
+
+
 class EmbedBadgeConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = HUB_ONLY
     session_id: str
@@ -68,12 +105,22 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
     # The newest state shown: summaries that arrived while the snapshot was read may be older.
     shown_seq = 0
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its `close_old_connections` round trip to a thread
+        before every message (two per widget: connect and disconnect, thousands when a page
+        with a badge loads everywhere): every database call here goes through
+        `database_sync_to_async`, which closes stale connections itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self) -> None:
         self.session_id = self.scope["url_route"]["kwargs"]["session_id"]
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = query.get("token", [""])[0]
         try:
-            self.grant = await database_sync_to_async(embed.valid_grant)(token, self.session_id)
+            self.grant = embed.grant_for(token, self.session_id)
         except embed.InvalidEmbedToken:
             await self.close()
             return
@@ -93,6 +140,7 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TOO_MANY)
             return
         # Join before reading the snapshot: whatever changes after the read arrives.
+        loop = asyncio.get_running_loop()
         try:
             self.summaries = await get_hub().subscribe_summaries(
                 self.session_id, kind="widget", changes_of=(BADGE_KEY, badge_of)
@@ -101,8 +149,13 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=CLOSE_TRY_AGAIN)
             return
+        stored = await shared_stored_badge(self.session_id, not_before=loop.time())
+        if embed.revoked_by(self.grant, stored.last_revocation):
+            await self.disconnect(CLOSE_REVOKED)  # not every server reports a refused handshake
+            await self.close()
+            return
         await self.accept()
-        await self.send_snapshot()
+        await self.show(stored)
         self.pump = asyncio.create_task(self.forward(), name=f"embed:{self.session_id}")
         self.guard = asyncio.create_task(self.recheck(), name=f"embed-access:{self.session_id}")
 
@@ -138,9 +191,12 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
         """Read-only: anything the browser sends is ignored."""
 
     async def send_snapshot(self) -> None:
-        snapshot = await database_sync_to_async(selectors.session_snapshot)(self.session_id)
-        self.shown_seq = int((snapshot or {}).get("last_seq") or 0)
-        await self.send(text_data=render_widget_badge(snapshot, self.session_id))
+        loop = asyncio.get_running_loop()
+        await self.show(await shared_stored_badge(self.session_id, not_before=loop.time()))
+
+    async def show(self, stored: StoredBadge) -> None:
+        self.shown_seq = stored.seq
+        await self.send(text_data=stored.html)
 
     async def forward(self) -> None:
         assert self.summaries is not None

@@ -144,10 +144,12 @@ class LocalSlots:
     async def acquire(self, key: str, holder: str, limit: int) -> bool:
         now = time.monotonic()
         held = self._held.setdefault(key, {})
-        for expired in [h for h, until in held.items() if until <= now]:
-            del held[expired]
         if holder not in held and len(held) >= limit:
-            return False
+            # Sweep only at the limit: a sweep per acquire made N widgets cost O(N²).
+            for expired in [h for h, until in held.items() if until <= now]:
+                del held[expired]
+            if len(held) >= limit:
+                return False
         held[holder] = now + SLOT_TTL_SECONDS
         return True
 

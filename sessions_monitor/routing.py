@@ -14,8 +14,15 @@ http_urlpatterns: list[Any] = [
     # A plain ASGI app, not a Django view (see streams.py for why).
     path("v1/meeting-buddy/sessions/<str:session_id>/stream", session_stream),  # type: ignore[arg-type]
 ]
-websocket_urlpatterns: list[Any] = [
+# Dashboard sockets: the logged-in user's, behind the session and auth middleware.
+page_websocket_urlpatterns: list[Any] = [
     path("ws/sessions/", SessionListConsumer.as_asgi()),
     path("ws/sessions/<str:session_id>/", SessionDetailConsumer.as_asgi()),
+]
+# Widget sockets authenticate by their token alone: no cookie session or user to look up,
+# which would cost two thread round trips per badge (a page with a badge loads everywhere).
+WIDGET_SOCKET_PREFIX = "/ws/embed/"
+widget_websocket_urlpatterns: list[Any] = [
     path("ws/embed/sessions/<str:session_id>/", EmbedBadgeConsumer.as_asgi()),
 ]
+websocket_urlpatterns: list[Any] = [*page_websocket_urlpatterns, *widget_websocket_urlpatterns]

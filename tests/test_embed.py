@@ -17,7 +17,7 @@ from django.core import signing
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 
-from sessions_monitor import embed, embed_consumers
+from sessions_monitor import embed, embed_consumers, services
 from sessions_monitor.hub import get_hub
 from sessions_monitor.messages import SESSIONS_GROUP
 from sessions_monitor.routing import websocket_urlpatterns
@@ -228,18 +228,32 @@ def socket(session_id: str, token: str) -> WebsocketCommunicator:
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("case", ["tampered", "expired", "other-session", "missing"])
+@pytest.mark.parametrize(
+    "case", ["tampered", "expired", "other-session", "missing", "revoked", "all-revoked"]
+)
 async def test_the_live_channel_refuses_bad_tokens(fresh_channel_layer: Any, case: str) -> None:
     await database_sync_to_async(make_session)(SID)
+    await database_sync_to_async(make_session)(OTHER)
     token = {
         "tampered": tamper(embed.make_token(SID)),
         "expired": embed.make_token(SID, days=1, now=time.time() - 2 * 86400),
         "other-session": embed.make_token(OTHER),
         "missing": "",
+        "revoked": embed.make_token(SID),
+        "all-revoked": embed.make_token(SID),
     }[case]
+    # A widget of the same session connected first: its read must not vouch for the link.
+    earlier = socket(SID, embed.make_token(SID))
+    assert (await earlier.connect())[0]
+    await earlier.receive_from(timeout=5)
+    if case in ("revoked", "all-revoked"):
+        revoke = {"revoked": [SID], "all-revoked": None}[case]
+        await database_sync_to_async(services.revoke_widget_links)(session_ids=revoke)
     communicator = socket(SID, token)
     connected, _ = await communicator.connect()
     assert not connected
+    await earlier.disconnect()
+    await get_hub().wait_released()
     assert get_hub().subscriber_count(None) == 0
 
 
