@@ -531,6 +531,7 @@ class Subscriber:
         self.writer: asyncio.StreamWriter | None = None
         self.error = ""
         self.failures = 0  # attempts refused, reset or answered with an error
+        self.websocket = False  # the last connection was upgraded (101): read frames
 
     def has(self, k: int, badge: bool) -> bool:
         return self.top >= k if badge else k in self.marks
@@ -551,10 +552,39 @@ class Subscriber:
         }
 
 
-def ws_text_frame(payload: bytes) -> bytes:
-    """A client→server text frame (a zero mask key is valid and keeps the bytes readable)."""
+def ws_text_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A client→server frame (a zero mask key is valid and keeps the bytes readable)."""
     assert len(payload) < 126
-    return bytes([0x81, 0x80 | len(payload)]) + b"\x00\x00\x00\x00" + payload
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\x00\x00\x00\x00" + payload
+
+
+def ws_frames(buffer: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """Server→client frames (unmasked) in `buffer`: (the text payloads joined, the payloads
+    of pings, the incomplete rest). A browser answers daphne's pings (every 20 s, closing a
+    socket without a pong after 30 s more); a load client that did not would see every
+    socket reset after a minute and measure reconnects instead of deliveries."""
+    text: list[bytes] = []
+    pings: list[bytes] = []
+    at = 0
+    while len(buffer) - at >= 2:
+        opcode, length, head = buffer[at] & 0x0F, buffer[at + 1] & 0x7F, 2
+        if length == 126:
+            if len(buffer) - at < 4:
+                break
+            length, head = int.from_bytes(buffer[at + 2 : at + 4], "big"), 4
+        elif length == 127:
+            if len(buffer) - at < 10:
+                break
+            length, head = int.from_bytes(buffer[at + 2 : at + 10], "big"), 10
+        if len(buffer) - at < head + length:
+            break
+        payload = buffer[at + head : at + head + length]
+        if opcode in (0x0, 0x1):
+            text.append(payload)
+        elif opcode == 0x9:
+            pings.append(payload)
+        at += head + length
+    return b"".join(text), pings, buffer[at:]
 
 
 class Load:
@@ -620,6 +650,7 @@ class Load:
             raise RuntimeError(response.decode(errors="replace")[:300])
         # Bytes after the request head (a WebSocket hello frame) go out once the response
         # head is in: servers do not read frames pipelined with the upgrade.
+        sub.websocket = b" 101 " in response.split(b"\r\n", 1)[0]
         if hello:
             writer.write(hello)
         sub.writer = writer  # an unreferenced StreamWriter closes its transport
@@ -664,7 +695,7 @@ class Load:
                 retries += 1
                 continue
             retries = 0
-            tail = b""
+            tail = partial = b""
             while True:
                 try:
                     chunk = await reader.read(65536)
@@ -674,6 +705,11 @@ class Load:
                     break
                 now = time.monotonic_ns()
                 sub.bytes += len(chunk)
+                if sub.websocket:
+                    chunk, pings, partial = ws_frames(partial + chunk)
+                    for ping in pings:
+                        if sub.writer is not None:
+                            sub.writer.write(ws_text_frame(ping, opcode=0xA))
                 data = tail + chunk
                 end = self.scan(sub, data, now)
                 tail = data[max(end, len(data) - TAIL) :]

@@ -30,7 +30,14 @@ from typing import Any
 from bench import scenarios
 from bench.eventstream_baseline import DjangoEventstream
 from bench.eventstream_baseline import versions as baseline_versions
-from bench.fanout import ROOT, BareAsyncio, DashboardLiveChannel, MeetingDashStream, measure
+from bench.fanout import (
+    BENCH_ENV,
+    ROOT,
+    BareAsyncio,
+    DashboardLiveChannel,
+    MeetingDashStream,
+    measure,
+)
 
 
 @dataclass
@@ -144,13 +151,35 @@ def _fanout_figures(r: dict[str, Any], floor: dict[str, Any] | None = None) -> s
     return text
 
 
+SERVERS = ("daphne", "uvicorn")
+
+
 class Bench:
-    def __init__(self, sizes: Sizes, baselines: bool, log: Callable[[str], None]) -> None:
+    """The rows on one server (`serve --server`, through MEETINGDASH_SERVER in the children's
+    environment). `baselines` (the floor, django-eventstream) measured by an earlier Bench of
+    the same run are reused, not measured again."""
+
+    def __init__(
+        self,
+        sizes: Sizes,
+        baselines: bool,
+        log: Callable[[str], None],
+        server: str = "daphne",
+        measured_baselines: dict[str, Any] | None = None,
+    ) -> None:
         self.sizes = sizes
         self.baselines = baselines
         self.log = log
+        self.server = server
+        self.shared = {} if measured_baselines is None else measured_baselines
         self.results: dict[str, Any] = {}
         scenarios.SETTLE[0] = sizes.settle
+
+    def baseline(self, key: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if key not in self.shared:
+            self.shared[key] = work()
+        self.results[key] = self.shared[key]
+        return self.shared[key]
 
     def attempt(self, row: Row, work: Callable[[Row], None]) -> Row:
         started = time.monotonic()
@@ -161,7 +190,7 @@ class Bench:
             row.verdict = f"not measured: {type(exc).__name__}: {why}"
             self.log(traceback.format_exc())
         row.data["seconds"] = round(time.monotonic() - started, 1)
-        self.log(f"row {row.number}: {row.verdict} ({row.data['seconds']} s)")
+        self.log(f"{self.server} row {row.number}: {row.verdict} ({row.data['seconds']} s)")
         return row
 
     # 1. our stream beside the floor
@@ -171,8 +200,9 @@ class Bench:
 
         def work(row: Row) -> None:
             s = self.sizes
-            floor = measure(BareAsyncio(), n, s.events, s.interval, s.settle)
-            self.results[f"floor/{n}"] = floor
+            floor = self.baseline(
+                f"floor/{n}", lambda: measure(BareAsyncio(), n, s.events, s.interval, s.settle)
+            )
             ours = measure(MeetingDashStream(), n, s.events, s.interval, s.settle)
             self.results[f"stream/{n}"] = ours
             row.data.update(floor=floor, ours=ours)
@@ -200,8 +230,10 @@ class Bench:
             if not self.baselines:
                 raise RuntimeError("baselines off (--no-baselines)")
             s = self.sizes
-            theirs = measure(DjangoEventstream(), n, s.events, s.interval, s.settle)
-            self.results[f"eventstream/{n}"] = theirs
+            theirs = self.baseline(
+                f"eventstream/{n}",
+                lambda: measure(DjangoEventstream(), n, s.events, s.interval, s.settle),
+            )
             ours = self.results.get(f"stream/{n}")
             if ours is None:
                 raise RuntimeError(f"row 1 at {n} was not measured")
@@ -281,8 +313,9 @@ class Bench:
             r = scenarios.sustained(MeetingDashStream(), *load)
             self.results["sustained"] = r
             row.data.update(r)
-            floor = scenarios.sustained(BareAsyncio(), *load)
-            self.results["sustained/floor"] = floor
+            floor = self.baseline(
+                "sustained/floor", lambda: scenarios.sustained(BareAsyncio(), *load)
+            )
             row.data["floor"] = floor
             queue = "not sampled" if r["write_queue_max"] is None else f"{r['write_queue_max']:g}"
             row.figures = (
@@ -494,6 +527,7 @@ class Bench:
         wanted = rows or set(range(1, 9))
         letters = "abcdefgh"
         out: list[Row] = []
+        BENCH_ENV["MEETINGDASH_SERVER"] = self.server  # every `serve` child of the rows
         stream_ns = self.sizes.stream_ns
         if wanted & {1, 2, 3, 4, 8}:
             out += [self.stream_row(n, letters[i]) for i, n in enumerate(stream_ns)]
@@ -526,7 +560,8 @@ def machine() -> dict[str, str]:
                 model = line.split(":", 1)[1].strip()
                 break
     found = {}
-    for name in ("Django", "channels", "daphne", "Twisted", "channels-redis", "httpx"):
+    names = ("Django", "channels", "daphne", "Twisted", "channels-redis", "httpx")
+    for name in (*names, "uvicorn", "uvloop", "httptools"):
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -544,10 +579,32 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def report(rows: list[Row], sizes: Sizes, scale: float | None, seconds: float) -> str:
+def table(rows: list[Row]) -> list[str]:
+    lines = [
+        "| # | row | target | figures (this run) | baselines (same run) | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        cells = (row.number, row.title, row.target, row.figures or "—", row.baselines or "—")
+        lines.append("| " + " | ".join(cell(x) for x in (*cells, f"**{row.verdict}**")) + " |")
+    return lines
+
+
+SECTION_TITLES = {
+    "daphne": "`serve` on daphne (the default)",
+    "uvicorn": "`serve --server uvicorn` (uvloop, httptools; the optional server)",
+}
+
+
+def report(
+    sections: dict[str, list[Row]], sizes: Sizes, scale: float | None, seconds: float
+) -> str:
     info = machine()
     theirs = baseline_versions()
-    versions = ", ".join(f"{k} {info[k]}" for k in ("Django", "channels", "daphne", "Twisted"))
+    versions = ", ".join(
+        f"{k} {info[k]}"
+        for k in ("Django", "channels", "daphne", "Twisted", "uvicorn", "uvloop", "httptools")
+    )
     baseline = ", ".join(f"{k} {v}" for k, v in theirs.items()) or "not built"
     size = f"`--scale {scale:g}`" if scale is not None else "custom sizes"
     lines = [
@@ -562,41 +619,30 @@ def report(rows: list[Row], sizes: Sizes, scale: float | None, seconds: float) -
         f"- django-eventstream baseline venv: {baseline}",
         "",
         "Method: loopback; the server under test, the upstream simulator and one load-client",
-        "process (raw asyncio sockets, one regex per read) share the cores, so compare ratios, not",
-        "absolutes; one run per row (expect ±20% noise). Latency is publish → receipt per",
-        "subscriber and event (CLOCK_MONOTONIC); p50 is the median of all deliveries. CPU is the",
-        "server's user+sys over the publish window divided by deliveries; memory is the server's",
-        "RSS with the subscribers connected minus idle, per subscriber (kernel buffers excluded).",
+        "process (raw asyncio sockets, one regex per read; it answers WebSocket pings as a",
+        "browser does) share the cores, so compare ratios, not absolutes; one run per row",
+        "(expect ±20% noise). Latency is publish → receipt per subscriber and event",
+        "(CLOCK_MONOTONIC); p50 is the median of all deliveries. CPU is the server's user+sys",
+        "over the publish window divided by deliveries; memory is the server's RSS with the",
+        "subscribers connected minus idle, per subscriber (kernel buffers excluded).",
         "MeetingDash's latency includes the upstream hop (simulator → relay) and the SQLite write",
-        "before broadcast, which the floor and django-eventstream do not have.",
+        "before broadcast, which the floor and django-eventstream do not have. The baselines",
+        "(the floor, django-eventstream on daphne) are measured once and shown in both sections.",
         "",
-        "| # | row | target | figures (this run) | baselines (same run) | verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for row in rows:
-        lines.append(
-            "| "
-            + " | ".join(
-                cell(x)
-                for x in (
-                    row.number,
-                    row.title,
-                    row.target,
-                    row.figures or "—",
-                    row.baselines or "—",
-                    f"**{row.verdict}**",
-                )
-            )
-            + " |"
-        )
+    for server, rows in sections.items():
+        lines += [f"## {SECTION_TITLES.get(server, server)}", "", *table(rows), ""]
     lines += [
-        "",
         "Sizes: " + ", ".join(f"{k} {v}" for k, v in asdict(sizes).items()) + ".",
         "",
         "<details><summary>Raw figures (JSON)</summary>",
         "",
         "```json",
-        json.dumps({row.number: row.data for row in rows}, indent=1, default=str),
+        json.dumps(
+            {server: {row.number: row.data for row in rows} for server, rows in sections.items()},
+            indent=1,
+            default=str,
+        ),
         "```",
         "",
         "</details>",
@@ -611,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--rows", type=int, nargs="+", help="only these rows (1-8)")
     parser.add_argument("--no-baselines", action="store_true", help="skip django-eventstream")
+    parser.add_argument(
+        "--servers", nargs="+", choices=SERVERS, default=list(SERVERS), help="serve --server …"
+    )
     args = parser.parse_args(argv)
     sizes = Sizes.scaled(args.scale)
     started = time.monotonic()
@@ -618,8 +667,14 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    rows = Bench(sizes, not args.no_baselines, log).run(set(args.rows) if args.rows else None)
-    text = report(rows, sizes, args.scale, time.monotonic() - started)
+    measured_baselines: dict[str, Any] = {}
+    sections = {
+        server: Bench(sizes, not args.no_baselines, log, server, measured_baselines).run(
+            set(args.rows) if args.rows else None
+        )
+        for server in args.servers
+    }
+    text = report(sections, sizes, args.scale, time.monotonic() - started)
     args.write.write_text(text)
     print(text)
     return 0

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import Bench, Row, Sizes, report
+from bench.run import SERVERS, Bench, Row, Sizes, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 BASELINES = os.getenv("MEETINGDASH_BENCH_BASELINES", "1") != "0"
 
 
-@pytest.fixture(scope="module")
-def bench() -> Bench:
-    return Bench(Sizes.tiny(), BASELINES, log=lambda message: None)
+@pytest.fixture(scope="module", params=SERVERS)
+def bench(request: pytest.FixtureRequest) -> Bench:
+    return Bench(Sizes.tiny(), BASELINES, log=lambda message: None, server=request.param)
 
 
 def check(row: Row) -> None:
@@ -69,7 +69,7 @@ def test_every_scenario_produces_its_row(bench: Bench, tmp_path: Path) -> None:
     assert results["widgets/5"]["final_missing"] == 0, results["widgets/5"]
 
     out = tmp_path / "benchmarks.md"
-    out.write_text(report(rows, sizes, None, 1.0))
+    out.write_text(report({bench.server: rows}, sizes, None, 1.0))
     text = out.read_text()
     for number in expected:
         assert f"| {number} |" in text
