@@ -469,7 +469,15 @@ class Bench:
                 f"{r['listen_overflows']} listen-queue overflows), "
                 f"{r['cpu_us_per_badge_update']:.0f} µs per badge update"
             )
-            row.baselines = "—"
+            # The same number of bare-asyncio SSE subscribers and events: what the load client
+            # and this machine allow at this size, whatever the server.
+            floor = self.baseline(
+                f"floor/{n}/{s.widget_events}",
+                lambda: measure(BareAsyncio(), n, s.widget_events, s.widget_interval, s.settle),
+            )
+            row.data["floor"] = floor
+            row.figures += f" (p99 {_x(r['p99_ms'], floor['p99_ms'])} floor)"
+            row.baselines = f"bare asyncio floor at {n:,}: " + _fanout_figures(floor)
             failures = []
             if r["p99_ms"] > 1000:
                 failures.append(f"p99 {_ms(r['p99_ms'])} > 1 s")
