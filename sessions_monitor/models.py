@@ -1,4 +1,5 @@
-"""What MeetingDash stores: sessions, their events in our own order, presence, API tokens.
+"""What MeetingDash stores: sessions, their events in our own order, presence, API tokens,
+transcripts, and the audit trail of what people did to bots.
 
 `SessionEvent.seq` is the one key after storage: `id:` on our stream, the watermark a page
 renders with, the resume point of every reconnect.
@@ -84,6 +85,7 @@ class MeetingSession(models.Model):
         ordering = ["-last_event_at"]
         permissions = [
             ("embed_session", "Can create and revoke status widget links"),
+            ("control_session", "Can send bots into meetings and stop them"),
         ]
         indexes = [
             models.Index(fields=["-last_event_at"], name="session_recent_idx"),
@@ -210,3 +212,91 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class ControlKind(models.TextChoices):
+    SEND = "send", "Send a bot"
+    STOP = "stop", "Stop a bot"
+
+
+class ControlOutcomeKind(models.TextChoices):
+    DONE = "done", "Done"
+    NO_OP = "no-op", "Nothing to do"
+    REFUSED = "refused", "Refused by the upstream"
+    FAILED = "failed", "Upstream unreachable or failed"
+
+
+class ControlAction(models.Model):
+    """One control action on a bot: who, when, what was asked, and what the upstream
+    answered. Written once when the answer is in, never edited (the admin shows it
+    read-only); kept when its session or its user is deleted."""
+
+    session = models.ForeignKey(
+        MeetingSession,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="control_actions",
+    )
+    session_ref = models.CharField(
+        max_length=128, blank=True, default="", help_text="The session id, kept if it is deleted."
+    )
+    action = models.CharField(max_length=20, choices=ControlKind)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    actor_name = models.CharField(
+        max_length=150, blank=True, default="", help_text="The username at the time."
+    )
+    via = models.CharField(max_length=20, blank=True, default="", help_text="page, api or admin")
+    requested_at = models.DateTimeField(default=timezone.now)
+    request = models.JSONField(
+        default=dict, blank=True, help_text="What was asked (never a credential)."
+    )
+    outcome = models.CharField(max_length=20, choices=ControlOutcomeKind)
+    upstream_status = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The upstream's HTTP status; empty: no answer."
+    )
+    upstream_code = models.CharField(max_length=100, blank=True, default="")
+    message = models.TextField(blank=True, default="", help_text="What people were told.")
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [
+            models.Index(fields=["session", "-requested_at"], name="control_session_idx"),
+            models.Index(fields=["-requested_at"], name="control_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.session_ref} by {self.actor_name or '?'}"
+
+
+class TranscriptSegment(models.Model):
+    """One upstream transcript segment (`GET …/transcripts`), stored as the relay polls it."""
+
+    session = models.ForeignKey(
+        MeetingSession, on_delete=models.CASCADE, related_name="transcript_segments"
+    )
+    transcript_id = models.CharField(max_length=128)
+    text = models.TextField(blank=True, default="")
+    start_time = models.FloatField(help_text="Seconds from the session's start.")
+    end_time = models.FloatField()
+    speaker = models.CharField(max_length=300, blank=True, default="")
+    confidence = models.FloatField(null=True, blank=True)
+    language_code = models.CharField(max_length=20, blank=True, default="")
+    created_at = models.DateTimeField(null=True, blank=True, help_text="Upstream created_at.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["session", "start_time", "transcript_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "transcript_id"], name="transcript_unique_segment"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["session", "start_time"], name="transcript_session_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} {self.transcript_id}"

@@ -13,7 +13,16 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from sessions_monitor import health, lookups, metrics, presentation, selectors, services
+from sessions_monitor import (
+    control,
+    health,
+    lookups,
+    metrics,
+    presentation,
+    selectors,
+    services,
+    transcripts,
+)
 from sessions_monitor.forms import WatchForm
 from sessions_monitor.process import relay_of
 from sessions_monitor.upstream import is_valid_session_id
@@ -73,7 +82,10 @@ def session_detail(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     template = "sessions_monitor/session_detail.html"
     if request.htmx:
         template += "#live-regions"
-    return render(request, template, presentation.detail_context(detail))
+    context = presentation.detail_context(detail)
+    context.update(transcripts.detail_context(session_id))
+    context.update(control.detail_context(request.user, session_id))
+    return render(request, template, context)
 
 
 LOOKUP_ERRORS = {
