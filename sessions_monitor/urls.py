@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from sessions_monitor import embed_views, metrics, views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.metrics_view, name="metrics"),
+    path("v1/meeting-buddy/", include("sessions_monitor.api_urls")),
     path("", views.session_list, name="session-list"),
     path("sessions/watch", views.session_watch, name="session-watch"),
     path("sessions/<str:session_id>/", views.session_detail, name="session-detail"),
