@@ -276,7 +276,8 @@ class Bench:
             row.data.update(ours=ours)
             row.figures = (
                 _fanout_figures(ours, floor)
-                + f"; {ours['bytes_per_delivery']:,.0f} bytes received per delivered frame"
+                + f"; {ours['bytes_per_delivery']:,.0f} bytes received per delivered frame; "
+                f"{ours['failed_attempts']} connection attempts reset and retried"
             )
             parts = []
             if floor:
