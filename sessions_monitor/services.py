@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from sessions_monitor import messages, telemetry
+from sessions_monitor.db import in_db_thread
 from sessions_monitor.models import (
     EmbedRevocation,
     EventKind,
@@ -159,9 +160,7 @@ def record_link_state(
 
 async def arecord_event(*, session_id: str, event: UpstreamEvent) -> RecordedEvent | None:
     """The relay's path: store in a worker thread, broadcast from the event loop."""
-    recorded = await _in_db_thread(record_event)(
-        session_id=session_id, event=event, broadcast=False
-    )
+    recorded = await in_db_thread(record_event)(session_id=session_id, event=event, broadcast=False)
     if recorded is not None:
         await abroadcast(recorded)
     return recorded
@@ -169,7 +168,7 @@ async def arecord_event(*, session_id: str, event: UpstreamEvent) -> RecordedEve
 
 async def aseed_presence(*, session_id: str, names: Iterable[str], raw: str = "") -> int:
     """The relay's path for `seed_presence`; returns how many joins it stored."""
-    recorded = await _in_db_thread(seed_presence)(
+    recorded = await in_db_thread(seed_presence)(
         session_id=session_id, names=list(names), raw=raw, broadcast=False
     )
     for item in recorded:
@@ -178,7 +177,7 @@ async def aseed_presence(*, session_id: str, names: Iterable[str], raw: str = ""
 
 
 async def areconcile_presence(*, session_id: str, names: Iterable[str], raw: str = "") -> int:
-    recorded = await _in_db_thread(reconcile_presence)(
+    recorded = await in_db_thread(reconcile_presence)(
         session_id=session_id, names=list(names), raw=raw, broadcast=False
     )
     for item in recorded:
@@ -189,7 +188,7 @@ async def areconcile_presence(*, session_id: str, names: Iterable[str], raw: str
 async def arecord_gap(
     *, session_id: str, started_at: datetime | None, reason: str
 ) -> RecordedEvent:
-    recorded = await _in_db_thread(record_gap)(
+    recorded = await in_db_thread(record_gap)(
         session_id=session_id, started_at=started_at, reason=reason, broadcast=False
     )
     await abroadcast(recorded)
@@ -197,33 +196,11 @@ async def arecord_gap(
 
 
 async def arecord_link_state(*, session_id: str, state: LinkState) -> RecordedEvent | None:
-    recorded, summary = await _in_db_thread(record_link_state)(
+    recorded, summary = await in_db_thread(record_link_state)(
         session_id=session_id, state=state, broadcast=False
     )
     await abroadcast(recorded, summary=summary)
     return recorded
-
-
-def _in_db_thread(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-    """Run a write in Django's sync thread, keeping its DB connection between events.
-
-    `database_sync_to_async` closes connections older than CONN_MAX_AGE around every call,
-    which with the default of 0 means a new connection (and on SQLite the WAL pragmas) per
-    event: measured 5x slower in bench/relay.py. A connection that broke meanwhile (database
-    restart) is dropped and the write retried once; the transaction is atomic, so a failed
-    attempt left nothing behind.
-    """
-
-    def run(*args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except (InterfaceError, OperationalError):
-            if connection.in_atomic_block:
-                raise
-            connection.close()
-            return fn(*args, **kwargs)
-
-    return sync_to_async(run, thread_sensitive=True)
 
 
 def _lock_session(session_id: str) -> MeetingSession:
@@ -378,7 +355,7 @@ def record_anomaly(
 
 
 async def arecord_anomaly(*, session_id: str, note: str, raw: str = "") -> RecordedEvent:
-    recorded = await _in_db_thread(record_anomaly)(
+    recorded = await in_db_thread(record_anomaly)(
         session_id=session_id, note=note, raw=raw, broadcast=False
     )
     await abroadcast(recorded)
