@@ -18,11 +18,11 @@ from importlib import import_module
 from types import SimpleNamespace
 from typing import Any, Literal
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib import auth
 
 from sessions_monitor import embed, tokens
-from sessions_monitor.db import in_db_thread
 from sessions_monitor.models import ApiToken
 from sessions_monitor.security import header
 
@@ -63,7 +63,7 @@ async def credential_for_stream(scope: dict[str, Any]) -> Credential | None:
         scheme, _, presented = authorization.partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             return None
-        owner = await in_db_thread(tokens.authenticate)(presented.strip())
+        owner = await database_sync_to_async(tokens.authenticate)(presented.strip())
         if owner is None:
             return None
         return Credential("token", str(owner.token_id), user_id=owner.user_id)
@@ -131,7 +131,7 @@ class _Verdicts:
         now = time.monotonic()
         cached = self._answers.get(credential)
         if cached is None or now - cached[0] >= check_interval():
-            future = asyncio.ensure_future(in_db_thread(check_now)(credential))
+            future = asyncio.ensure_future(database_sync_to_async(check_now)(credential))
             self._answers[credential] = cached = (now, future)
             if len(self._answers) > 10_000:
                 self._forget_old(now)

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
@@ -40,7 +41,6 @@ from sessions_monitor.consumers import (
     next_batch,
     single_flight,
 )
-from sessions_monitor.db import in_db_thread
 from sessions_monitor.embed_views import render_widget_badge
 from sessions_monitor.hub import HubUnavailable, Subscription, get_hub
 from sessions_monitor.messages import HubMessage
@@ -88,7 +88,7 @@ async def shared_stored_badge(session_id: str, not_before: float) -> StoredBadge
     read of one's own would."""
     return await single_flight(
         ("widget-badge", session_id),
-        lambda: in_db_thread(stored_badge)(session_id),
+        lambda: database_sync_to_async(stored_badge)(session_id),
         not_before=not_before,
     )
 
@@ -109,7 +109,7 @@ class EmbedBadgeConsumer(AsyncWebsocketConsumer):
         """Channels' dispatch without its `close_old_connections` round trip to a thread
         before every message (two per widget: connect and disconnect, thousands when a page
         with a badge loads everywhere): every database call here goes through
-        `db.in_db_thread`, which looks after its connection itself."""
+        `database_sync_to_async`, which closes stale connections itself."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

@@ -21,11 +21,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from sessions_monitor import access, limits, lookups, selectors, services
-from sessions_monitor.db import in_db_thread
 from sessions_monitor.hub import HubUnavailable, Subscription, get_hub
 from sessions_monitor.messages import HubMessage
 from sessions_monitor.models import EventKind
@@ -242,7 +242,7 @@ class _Writer:
                 await self.write(b"".join(frames))
                 frames.clear()
             # We fell behind; the events we missed are stored (stored before broadcast).
-            events = await in_db_thread(selectors.events_after)(
+            events = await database_sync_to_async(selectors.events_after)(
                 self.session_id, self.last_seq, 100_000
             )
             return await self.history(events)
@@ -333,7 +333,7 @@ async def _open(
         )
         return
     try:
-        start = await in_db_thread(selectors.stream_start)(session_id, last_event_id)
+        start = await database_sync_to_async(selectors.stream_start)(session_id, last_event_id)
         if not start.known and not await _ensure_known(scope, send, session_id, credential):
             return
         if not start.watched and not start.terminal:
