@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.urls import path
@@ -10,6 +11,8 @@ from sessions_monitor.consumers import SessionDetailConsumer, SessionListConsume
 from sessions_monitor.embed_consumers import EmbedBadgeConsumer
 from sessions_monitor.streams import session_stream
 
+# The path of `session_stream` below, for routing before the URL router runs.
+STREAM_PATH = re.compile(r"/v1/meeting-buddy/sessions/[^/]+/stream")
 http_urlpatterns: list[Any] = [
     # A plain ASGI app, not a Django view (see streams.py for why).
     path("v1/meeting-buddy/sessions/<str:session_id>/stream", session_stream),  # type: ignore[arg-type]
