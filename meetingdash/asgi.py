@@ -25,6 +25,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from sessions_monitor.consumers import RAW_SEND  # noqa: E402
 from sessions_monitor.process import ProcessStateMiddleware  # noqa: E402
 from sessions_monitor.relay.worker import Relay  # noqa: E402
 from sessions_monitor.routing import (  # noqa: E402
@@ -91,8 +92,10 @@ def websocket_router() -> ASGIApp:
     widgets = URLRouter(widget_websocket_urlpatterns)
 
     async def route(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        app = widgets if scope["path"].startswith(WIDGET_SOCKET_PREFIX) else pages
-        await app(scope, receive, send)
+        if scope["path"].startswith(WIDGET_SOCKET_PREFIX):
+            await widgets(scope, receive, send)
+        else:
+            await pages({**scope, RAW_SEND: send}, receive, send)
 
     return route
 
