@@ -287,6 +287,7 @@ def test_every_knob_is_settable_and_a_bad_one_applies_nothing() -> None:
         "wrong_content_type_next": 1,
         "retry_ms": 100,
         "ended_as_404": True,
+        "control_fail_next": {"count": 1},
     }
     assert set(knobs) == set(FAULT_FIELDS)
     with pytest.raises(ValueError, match="chunk_delay"):

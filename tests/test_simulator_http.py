@@ -293,7 +293,13 @@ def test_faults_and_stats_read_back(sim: SimulatorServer) -> None:
     httpx.get(sim.url(f"{API}/sessions"))
     after = sim.control.stats()
     assert after["requests_total"] == before["requests_total"] + 1
-    assert set(after) == {"stream_connections_total", "open_streams", "requests_total", "delivered"}
+    assert set(after) == {
+        "stream_connections_total",
+        "open_streams",
+        "requests_total",
+        "delivered",
+        "transcript_requests",
+    }
 
 
 def test_control_routes_are_absent_without_control() -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sessions_monitor.upstream.ids import is_valid_session_id
 
+from .faults import FaultState
 from .http import (
     Message,
     Receive,
@@ -59,6 +60,7 @@ ROUTES = (
     _route(rf"{API}/sessions/{SESSION}", GET="get_session", DELETE="stop_session"),
     _route(rf"{API}/sessions/{SESSION}/stop", POST="stop_session"),
     _route(rf"{API}/sessions/{SESSION}/stream", GET="stream"),
+    _route(rf"{API}/sessions/{SESSION}/transcripts", GET="transcripts"),
     _route(rf"{API}/analytics/active", GET="analytics_active"),
     _route(r"/_control/sessions", True, POST="control_create"),
     _route(rf"/_control/sessions/{SESSION}/emit", True, POST="control_emit"),
@@ -181,6 +183,9 @@ class SimulatorApp:
         )
 
     async def start_session(self, request: Request) -> Response:
+        injected = _control_failure(self.simulator.faults.global_state)
+        if injected is not None:
+            return injected
         try:
             body = await request.json()
         except ValueError as exc:
@@ -223,6 +228,9 @@ class SimulatorApp:
         return json_response(session.to_json(self.simulator.now()))
 
     async def stop_session(self, request: Request, session_id: str) -> Response:
+        injected = _control_failure(self.simulator.faults.for_session(session_id))
+        if injected is not None:
+            return injected
         if self.simulator.get(session_id) is None:
             return _not_found(session_id)
         session = self.simulator.stop_session(session_id)
@@ -242,6 +250,14 @@ class SimulatorApp:
         )
         return None
 
+    async def transcripts(self, request: Request, session_id: str) -> Response:
+        """§5.5: every segment so far as a bare array (empty with transcription off)."""
+        self.simulator.stats.transcript_requests[session_id] += 1
+        segments = self.simulator.transcript(session_id)
+        if segments is None:
+            return _not_found(session_id)
+        return json_response(segments)
+
     async def analytics_active(self, request: Request) -> Response:
         now = self.simulator.now()
         return json_response([s.to_active_json(now) for s in self.simulator.active_sessions()])
@@ -254,6 +270,7 @@ class SimulatorApp:
             if not isinstance(body, dict):
                 raise ValueError("the request body must be a JSON object")
             known = {"session_id", "bot_name", "platform", "meeting_link", "script", "manual"}
+            known |= {"transcription_enabled", "transcription_language"}
             unknown = sorted(set(body) - known)
             if unknown:
                 raise ValueError(f"unknown fields: {', '.join(unknown)}")
@@ -273,6 +290,8 @@ class SimulatorApp:
                 platform=platform,
                 script=steps,
                 manual=bool(body.get("manual", False)),
+                transcription_enabled=body.get("transcription_enabled") is not False,
+                transcription_language=str(body.get("transcription_language") or "en"),
             )
         except SessionConflict as exc:
             return error_response(409, "CONFLICT", message=str(exc))
@@ -383,6 +402,21 @@ def _int_param(
         upper = f" and <= {maximum}" if maximum is not None else ""
         raise ValueError(f"{name}: {name} must be >= {minimum}{upper}")
     return value
+
+
+def _control_failure(faults: FaultState) -> Response | None:
+    """The `control_fail_next` knob's error for a start or stop call, if one is due."""
+    failure = faults.take_control_fail()
+    if failure is None:
+        return None
+    headers = []
+    if failure.retry_after is not None:
+        headers.append((b"retry-after", str(failure.retry_after).encode()))
+    response = error_response(failure.status, headers=headers)
+    if not failure.envelope:
+        response.body = b""
+        response.headers = headers
+    return response
 
 
 def _not_found(session_id: str) -> Response:

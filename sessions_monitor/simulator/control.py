@@ -16,6 +16,7 @@ def _session_body(
     meeting_link: str | None,
     script: list[dict[str, Any]] | None,
     manual: bool,
+    transcription: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "session_id": session_id,
@@ -27,7 +28,7 @@ def _session_body(
     body = {key: value for key, value in body.items() if value is not None}
     if manual:
         body["manual"] = True
-    return body
+    return {**body, **(transcription or {})}
 
 
 def _fault_body(session_id: str | None, knobs: dict[str, Any]) -> dict[str, Any]:
@@ -67,8 +68,12 @@ class SimulatorControl:
         meeting_link: str | None = None,
         script: list[dict[str, Any]] | None = None,
         manual: bool = False,
+        transcription: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body = _session_body(session_id, bot_name, platform, meeting_link, script, manual)
+        """`transcription`: e.g. `{"transcription_enabled": False}` (on by default)."""
+        body = _session_body(
+            session_id, bot_name, platform, meeting_link, script, manual, transcription
+        )
         return dict(_json(self._client.post("/_control/sessions", json=body)))
 
     def emit(self, session_id: str, **step: Any) -> dict[str, Any]:
@@ -119,8 +124,12 @@ class AsyncSimulatorControl:
         meeting_link: str | None = None,
         script: list[dict[str, Any]] | None = None,
         manual: bool = False,
+        transcription: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body = _session_body(session_id, bot_name, platform, meeting_link, script, manual)
+        """`transcription`: e.g. `{"transcription_enabled": False}` (on by default)."""
+        body = _session_body(
+            session_id, bot_name, platform, meeting_link, script, manual, transcription
+        )
         return dict(_json(await self._client.post("/_control/sessions", json=body)))
 
     async def emit(self, session_id: str, **step: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from .app import SimulatorApp
 from .faults import Faults
 from .model import CLOSE_DATA, SessionConflict, SimSession, StreamEvent
 from .scenarios import Scenario, Step, detect_platform, generate_scenario, session_id_for
+from .transcripts import TranscriptTrack
 
 logger = logging.getLogger("meetingdash.simulator")
 
@@ -50,6 +51,8 @@ class Stats:
     stream_connections_total: Counter[str] = field(default_factory=Counter)
     open_streams: Counter[str] = field(default_factory=Counter)
     requests_total: int = 0
+    # GET …/transcripts per session: one poller per live session, whoever is watching.
+    transcript_requests: Counter[str] = field(default_factory=Counter)
     # Per session, the seqs of events written to at least one open stream (fault drills
     # tell "the upstream delivered it" from "nobody was connected").
     delivered: defaultdict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
@@ -59,6 +62,7 @@ class Stats:
             "stream_connections_total": dict(self.stream_connections_total),
             "open_streams": {sid: n for sid, n in self.open_streams.items() if n > 0},
             "requests_total": self.requests_total,
+            "transcript_requests": dict(self.transcript_requests),
             "delivered": {sid: sorted(seqs) for sid, seqs in self.delivered.items()},
         }
 
@@ -183,6 +187,14 @@ class Simulator:
     def active_sessions(self) -> list[SimSession]:
         return [session for session in reversed(self._sessions.values()) if session.is_active]
 
+    def transcript(self, session_id: str) -> list[dict[str, Any]] | None:
+        """Every segment so far, ordered by `start_time` (None: no such session)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        session.transcript.advance(session, self.now())
+        return sorted(session.transcript.segments, key=lambda segment: segment["start_time"])
+
     def script_of(self, session_id: str) -> list[Step]:
         return list(self._scripts.get(session_id, ()))
 
@@ -296,6 +308,7 @@ class Simulator:
             kind=scenario.kind,
             transcription_enabled=transcription_enabled,
             transcription_language=transcription_language,
+            transcript=TranscriptTrack(speed=self.speed),
         )
         self._sessions[session_id] = session
         script = deque(scenario.steps)

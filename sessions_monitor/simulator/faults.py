@@ -28,6 +28,7 @@ FAULT_FIELDS = (
     "wrong_content_type_next",
     "retry_ms",
     "ended_as_404",
+    "control_fail_next",
 )
 
 
@@ -55,6 +56,7 @@ class FaultState:
     wrong_content_type_next: int = 0
     retry_ms: int | None = None  # send `retry: N` first on every connection
     ended_as_404: bool = False  # ended sessions answer 404 instead of final status + close
+    control_fail_next: FailNext | None = None  # start/stop answer this error instead
 
     def update(self, knobs: Mapping[str, Any]) -> None:
         """Apply control-API knobs; raises ValueError on anything malformed (and then applies
@@ -77,6 +79,14 @@ class FaultState:
             return None
         self.fail_next.count -= 1
         return self.fail_next
+
+    def take_control_fail(self) -> FailNext | None:
+        """The injected error for the next start or stop call, if one is left."""
+        fail = self.control_fail_next
+        if fail is None or fail.count <= 0:
+            return None
+        fail.count -= 1
+        return fail
 
     def take_wrong_content_type(self) -> bool:
         return self._take("wrong_content_type_next")
@@ -106,7 +116,6 @@ class FaultState:
         return True
 
     def describe(self) -> dict[str, Any]:
-        fail = self.fail_next
         return {
             "drop_after_events": self.drop_after_events,
             "drop_times": self.drop_times,
@@ -116,14 +125,7 @@ class FaultState:
             }
             if self.stall_remaining()
             else None,
-            "fail_next": None
-            if fail is None or fail.count <= 0
-            else {
-                "count": fail.count,
-                "status": fail.status,
-                "retry_after": fail.retry_after,
-                "envelope": fail.envelope,
-            },
+            "fail_next": _describe_fail(self.fail_next),
             "malformed_next": self.malformed_next,
             "unknown_event_next": self.unknown_event_next,
             "chunk_size": self.chunk_size,
@@ -133,6 +135,7 @@ class FaultState:
             "wrong_content_type_next": self.wrong_content_type_next,
             "retry_ms": self.retry_ms,
             "ended_as_404": self.ended_as_404,
+            "control_fail_next": _describe_fail(self.control_fail_next),
         }
 
 
@@ -178,25 +181,36 @@ def _optional_int(knobs: Mapping[str, Any], key: str, *, minimum: int) -> int | 
     return int(value)
 
 
-def _fail_next(value: Any) -> FailNext | None:
+def _describe_fail(fail: FailNext | None) -> dict[str, Any] | None:
+    if fail is None or fail.count <= 0:
+        return None
+    return {
+        "count": fail.count,
+        "status": fail.status,
+        "retry_after": fail.retry_after,
+        "envelope": fail.envelope,
+    }
+
+
+def _fail_next(value: Any, key: str = "fail_next") -> FailNext | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise ValueError("'fail_next' must be an object")
+        raise ValueError(f"'{key}' must be an object")
     count = value.get("count", 1)
     status = value.get("status", 503)
     retry_after = value.get("retry_after", 1)
     envelope = value.get("envelope", True)
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError("'fail_next.count' must be an integer >= 0")
+        raise ValueError(f"'{key}.count' must be an integer >= 0")
     if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
-        raise ValueError("'fail_next.status' must be an HTTP error status (400-599)")
+        raise ValueError(f"'{key}.status' must be an HTTP error status (400-599)")
     if retry_after is not None and (
         isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0
     ):
-        raise ValueError("'fail_next.retry_after' must be an integer >= 0 or null")
+        raise ValueError(f"'{key}.retry_after' must be an integer >= 0 or null")
     if not isinstance(envelope, bool):
-        raise ValueError("'fail_next.envelope' must be true or false")
+        raise ValueError(f"'{key}.envelope' must be true or false")
     return FailNext(count=count, status=status, retry_after=retry_after, envelope=envelope)
 
 
@@ -249,6 +263,7 @@ _KNOB_PARSERS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "drop_times": _at_least_one,
     "stall": _stall,
     "fail_next": lambda knobs, key: _fail_next(knobs[key]),
+    "control_fail_next": lambda knobs, key: _fail_next(knobs[key], key),
     "malformed_next": _count,
     "unknown_event_next": _count,
     "wrong_content_type_next": _count,

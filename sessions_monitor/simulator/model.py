@@ -10,6 +10,7 @@ from typing import Any
 from sessions_monitor.upstream.events import TERMINAL_STATUSES
 
 from .scenarios import ACTIVE_SET, Step, format_timestamp
+from .transcripts import TranscriptTrack
 
 HISTORY_LIMIT = 1000
 CLOSE_DATA: dict[str, Any] = {"reason": "session_ended"}
@@ -84,6 +85,7 @@ class SimSession:
     metadata: dict[str, Any] = field(default_factory=dict)
     last_seq: int = 0
     history: deque[StreamEvent] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
+    transcript: TranscriptTrack = field(default_factory=TranscriptTrack)
 
     def __post_init__(self) -> None:
         self.status_changed_at = self.status_changed_at or self.created_at
@@ -101,6 +103,7 @@ class SimSession:
 
     def apply(self, step: Step, at: datetime) -> list[StreamEvent]:
         """Apply one step at time `at`; returns the events it produces, in order."""
+        self.transcript.advance(self, at)
         self.updated_at = at
         if step.join is not None or step.leave is not None:
             return [self._participant(step, at)]
