@@ -241,6 +241,8 @@ MEETINGDASH_UPSTREAM_STALL_SECONDS = envfloat("MEETINGDASH_UPSTREAM_STALL_SECOND
 # long a relay's per-session Redis lease lives without renewal.
 MEETINGDASH_RELAY_RESCAN_SECONDS = envfloat("MEETINGDASH_RELAY_RESCAN_SECONDS", "5")
 MEETINGDASH_RELAY_LEASE_SECONDS = envfloat("MEETINGDASH_RELAY_LEASE_SECONDS", "15")
+# How often the relay streaming a session polls its transcript (`GET …/transcripts`).
+MEETINGDASH_TRANSCRIPT_POLL_SECONDS = envfloat("MEETINGDASH_TRANSCRIPT_POLL_SECONDS", "5")
 # `runrelay` serves its own /metrics here when set (no authentication: keep it internal).
 MEETINGDASH_RELAY_METRICS_PORT = envint("MEETINGDASH_RELAY_METRICS_PORT", "0")
 MEETINGDASH_RELAY_METRICS_HOST = os.getenv("MEETINGDASH_RELAY_METRICS_HOST", "127.0.0.1")

@@ -37,7 +37,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import escape, format_html
 
-from sessions_monitor import access, limits, presentation, selectors
+from sessions_monitor import access, limits, presentation, selectors, transcripts
 from sessions_monitor.hub import HubUnavailable, Subscription, get_hub
 from sessions_monitor.messages import HubMessage
 from sessions_monitor.models import EventKind
@@ -310,6 +310,7 @@ class SessionDetailConsumer(_LiveConsumer):
 
     def accepted(self) -> None:
         self.last_badge = ""
+        self.transcript_after: tuple[float, str] | None = None  # the page's last segment
         self.badges = asyncio.ensure_future(self._guard(self._badges()))
         self.ticks = asyncio.ensure_future(self._guard(self._timeline_ticks()))
 
@@ -345,6 +346,7 @@ class SessionDetailConsumer(_LiveConsumer):
 
     async def _events_pump(self, after: int) -> None:
         last = await self._replay(after)
+        await self._send_transcript(self.subscribed_at)
         while True:
             batch = await next_batch(self.events)
             if batch is None:
@@ -353,7 +355,11 @@ class SessionDetailConsumer(_LiveConsumer):
                 return
             if any(message.kind == "resync" for message in batch):
                 last = await self._reload()
+                await self._send_transcript(asyncio.get_running_loop().time())
                 continue
+            appended = self._new_segments(batch)
+            if appended:
+                await self.send(text_data=appended)
             fresh = [m for m in batch if m.kind == "event" and m.seq is not None and m.seq > last]
             if not fresh:
                 continue
@@ -378,6 +384,35 @@ class SessionDetailConsumer(_LiveConsumer):
         if html:
             await self.send(text_data=html)
         return last
+
+    async def _send_transcript(self, not_before: float) -> None:
+        """The whole transcript section, read after `not_before` (the page's render may be
+        older than the subscription: what was stored in between is in this read)."""
+        html, self.transcript_after = await single_flight(
+            ("transcript", self.session_id),
+            lambda: render_transcript(self.session_id),
+            not_before=not_before,
+        )
+        if html:
+            await self.send(text_data=html)
+
+    def _new_segments(self, batch: list[HubMessage]) -> str:
+        """Appends for the segments in `batch` this page does not hold yet: the append of
+        a whole message is rendered once per process, shared by every viewer."""
+        parts: list[str] = []
+        for message in batch:
+            segments = message.data.get("segments") if message.kind == "transcript" else None
+            if not segments:
+                continue
+            held = self.transcript_after
+            if held is None or transcripts.watermark(segments[0]) > held:
+                parts.append(str(message.render("dash.transcript", segments_from_message)))
+            else:  # the transcript this page was sent already had some of them
+                newer = [s for s in segments if transcripts.watermark(s) > held]
+                parts.append(render_segments(newer) if newer else "")
+            last = transcripts.watermark(segments[-1])
+            self.transcript_after = last if held is None else max(held, last)
+        return "".join(parts)
 
     async def _reload(self) -> int:
         """Re-render every region from stored history, say so, and resume after it.
@@ -583,6 +618,25 @@ async def render_timeline(session_id: str) -> str | None:
         return None
     context = {**presentation.detail_context(detail), "oob": True}
     return str(render_to_string(f"{DETAIL}#svg-timeline", context))
+
+
+async def render_transcript(session_id: str) -> tuple[str, tuple[float, str] | None]:
+    """The transcript section (out of band) and where it ends; nothing while it is empty
+    (the page's own render is then as good, and appends replace its "No transcript yet")."""
+    context = {**await transcripts.adetail_context(session_id), "oob": True}
+    segments = context["transcript"]
+    if not segments:
+        return "", None
+    html = render_to_string("sessions_monitor/transcript.html#transcript", context)
+    return html, transcripts.watermark(segments[-1])
+
+
+def render_segments(segments: list[dict[str, Any]]) -> str:
+    return render_to_string("sessions_monitor/transcript.html#new-segments", {"segments": segments})
+
+
+def segments_from_message(message: HubMessage) -> str:
+    return render_segments(message.data["segments"])
 
 
 async def reload(session_id: str) -> tuple[str, int]:

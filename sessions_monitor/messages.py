@@ -4,6 +4,8 @@
   every stored change of any session;
 - group `session.<id>`: a `session.event` per stored event of that session, in seq order,
   with the summary as it is after the event;
+- group `session.<id>` also: a `session.transcript` with the transcript segments the relay
+  just stored (no seq: a missed one is covered by the page's resync, which re-reads them);
 - channel `session-relay`: `session.watch` / `session.unwatch`, for whichever relay reads it;
 - a hub's own reader channel: `hub.stop`, which ends that reader (see `Hub._release`).
 
@@ -28,12 +30,13 @@ SESSIONS_GROUP: Final = "sessions"
 RELAY_CHANNEL: Final = "session-relay"
 
 EVENT: Final = "session.event"
+TRANSCRIPT: Final = "session.transcript"
 SUMMARY: Final = "sessions.summary"
 WATCH: Final = "session.watch"
 UNWATCH: Final = "session.unwatch"
 HUB_STOP: Final = "hub.stop"
 
-Kind = Literal["event", "summary", "resync", "lost"]
+Kind = Literal["event", "summary", "transcript", "resync", "lost"]
 Rendered = bytes | str
 Receiver = Literal["hub", "relay"]
 
@@ -50,6 +53,13 @@ class EventMessage(TypedDict):
     event: dict[str, Any]
     # The session as it is after this event: renderers need no DB read per message.
     session: dict[str, Any] | None
+
+
+class TranscriptMessage(TypedDict):
+    type: Literal["session.transcript"]
+    session_id: str
+    # `transcripts.plain_segment` of each new segment, in start order.
+    segments: list[dict[str, Any]]
 
 
 class WatchMessage(TypedDict):
@@ -71,6 +81,10 @@ def event_message(
     *, session_id: str, seq: int, event: dict[str, Any], session: dict[str, Any] | None = None
 ) -> EventMessage:
     return {"type": EVENT, "session_id": session_id, "seq": seq, "event": event, "session": session}
+
+
+def transcript_message(*, session_id: str, segments: list[dict[str, Any]]) -> TranscriptMessage:
+    return {"type": TRANSCRIPT, "session_id": session_id, "segments": segments}
 
 
 def summary_message(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,7 +138,7 @@ class HubMessage:
 
 
 def parse_hub_message(raw: Mapping[str, Any]) -> HubMessage | None:
-    """A `session.event` or `sessions.summary` as a HubMessage; None (logged, counted) for
+    """A `session.event`, `session.transcript` or `sessions.summary` as a HubMessage; None (logged, counted) for
     anything else."""
     parsed = _hub_message(raw)
     if isinstance(parsed, str):
@@ -157,6 +171,13 @@ def _hub_message(raw: Mapping[str, Any]) -> HubMessage | str:
         if not isinstance(event, dict) or not (session is None or isinstance(session, dict)):
             return "an event whose body is not a mapping"
         return HubMessage("event", session_id, event, seq=seq, session=session)
+    if kind == TRANSCRIPT:
+        session_id, segments = raw.get("session_id"), raw.get("segments")
+        if not isinstance(session_id, str) or not session_id:
+            return "a transcript without a session id"
+        if not isinstance(segments, list) or not all(isinstance(s, dict) for s in segments):
+            return "a transcript whose segments are not a list of mappings"
+        return HubMessage("transcript", session_id, {"segments": segments})
     if kind == SUMMARY:
         data = {key: value for key, value in raw.items() if key != "type"}
         session_id = data.get("session_id")

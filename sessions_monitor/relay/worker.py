@@ -35,6 +35,7 @@ from django.utils import timezone
 from sessions_monitor import messages, selectors, services, telemetry
 from sessions_monitor.relay.discovery import discover_sessions
 from sessions_monitor.relay.leases import Leases, LocalLeases, RedisLeases
+from sessions_monitor.relay.transcripts import TranscriptPollers
 from sessions_monitor.relay.writes import OrderedWrites, Write
 from sessions_monitor.upstream import (
     TERMINAL_STATUSES,
@@ -119,6 +120,9 @@ class Relay:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._links: dict[str, _Link] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self.transcripts = TranscriptPollers(
+            lambda: self.client, settings.MEETINGDASH_TRANSCRIPT_POLL_SECONDS
+        )
         self.running = False
         self.started_at: float | None = None
 
@@ -438,6 +442,7 @@ class Relay:
         attempt = 0
         try:
             await self._start_link(session_id)
+            self.transcripts.start(session_id)
             while True:
                 try:
                     async with aclosing(
@@ -474,6 +479,7 @@ class Relay:
                     )
                     await asyncio.sleep(delay)
         finally:
+            await self.transcripts.stop(session_id)
             if self._tasks.get(session_id) is asyncio.current_task():
                 del self._tasks[session_id]
                 link = self._links.get(session_id)

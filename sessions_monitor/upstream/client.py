@@ -26,6 +26,7 @@ cancel whatever the *consumer* happens to be awaiting when it fires.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -60,8 +61,10 @@ from .events import (
 )
 from .ids import validate_session_id
 from .metrics import UpstreamMetrics
-from .models import ActiveSession, UpstreamSession
+from .models import ActiveSession, UpstreamSession, UpstreamTranscriptSegment, parse_transcript
 from .parse import EventStreamDecoder, event_session_id, event_type, parse_event
+
+logger = logging.getLogger(__name__)
 
 API_PREFIX = "/v1/meeting-buddy"
 DEFAULT_STALL_SECONDS = 35.0
@@ -171,6 +174,7 @@ class MeetingBuddyClient:
         self.stall_seconds = stall_seconds
         self.backoff = backoff or BackoffPolicy()
         self.metrics = metrics or UpstreamMetrics()
+        self.skipped_segments = 0
         self._rng = rng or random.Random()
 
     def __repr__(self) -> str:
@@ -306,6 +310,17 @@ class MeetingBuddyClient:
         if not isinstance(body, list):
             raise MalformedResponse("analytics/active did not answer with an array.")
         return [ActiveSession.from_json(item) for item in body]
+
+    async def transcripts(self, session_id: str) -> list[UpstreamTranscriptSegment]:
+        """`GET /sessions/{id}/transcripts` (§5.5): every segment so far, in upstream order.
+        A malformed item is skipped (logged, counted in `skipped_segments`), never raised."""
+        session_id = validate_session_id(session_id)
+        body = await self._request("GET", f"/sessions/{session_id}/transcripts")
+        segments, skipped = parse_transcript(body)
+        if skipped:
+            self.skipped_segments += skipped
+            logger.warning("upstream: skipped %d malformed transcript segment(s)", skipped)
+        return segments
 
     # -- the status stream ------------------------------------------------------------------
 

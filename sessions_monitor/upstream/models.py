@@ -147,3 +147,57 @@ class ActiveSession:
             duration_so_far_seconds=_opt_float(data, "duration_so_far_seconds"),
             extra=_extra(data, cls),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTranscriptSegment:
+    """One item of `GET …/transcripts` (§5.5); `speaker` prefers `speaker_display_name`."""
+
+    transcript_id: str
+    text: str
+    start_time: float
+    end_time: float
+    speaker: str = ""
+    confidence: float | None = None
+    language_code: str = ""
+    created_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, payload: object) -> UpstreamTranscriptSegment:
+        """Raises MalformedResponse without an id or a start time: such a segment cannot be
+        stored once or placed in order."""
+        if not isinstance(payload, dict):
+            raise MalformedResponse("Expected a JSON object for a transcript segment.")
+        transcript_id = _opt_str(payload, "transcript_id")
+        start = _opt_float(payload, "start_time")
+        if not transcript_id or start is None:
+            raise MalformedResponse("A transcript segment has no 'transcript_id' or 'start_time'.")
+        end = _opt_float(payload, "end_time")
+        return cls(
+            transcript_id=transcript_id,
+            text=_str(payload, "text"),
+            start_time=start,
+            end_time=end if end is not None and end >= start else start,
+            speaker=_str(payload, "speaker_display_name") or _str(payload, "speaker"),
+            confidence=_opt_float(payload, "confidence"),
+            language_code=_str(payload, "language_code"),
+            created_at=parse_timestamp(payload.get("created_at")),
+            extra=_extra(payload, cls),
+        )
+
+
+def parse_transcript(body: object) -> tuple[list[UpstreamTranscriptSegment], int]:
+    """The segments of a `GET …/transcripts` answer (a bare array) and how many items were
+    skipped as malformed. Not an array at all is a MalformedResponse."""
+    if body is None:
+        return [], 0
+    if not isinstance(body, list):
+        raise MalformedResponse("transcripts did not answer with an array.")
+    segments: list[UpstreamTranscriptSegment] = []
+    for item in body:
+        try:
+            segments.append(UpstreamTranscriptSegment.from_json(item))
+        except MalformedResponse:
+            continue
+    return segments, len(body) - len(segments)
