@@ -5,4 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-urlpatterns: list[Any] = []
+from django.urls import path
+
+from sessions_monitor import api_views
+
+urlpatterns: list[Any] = [
+    path("sessions", api_views.session_start, name="api-session-start"),
+    path("sessions/<str:session_id>/stop", api_views.session_stop, name="api-session-stop"),
+]

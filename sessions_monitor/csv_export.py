@@ -1,4 +1,8 @@
-"""The CSV export of stored events (the admin's "Export events" action), streamed.
+"""The CSV exports of the admin's session list, streamed: stored events ("Export events"),
+and the sessions' audit trail ("Export control actions": one row per send or stop, with who
+asked, how, what was asked and what the upstream answered). The audit trail is its own file
+rather than a column of the event export: its rows are per action, not per event, and a
+summary squeezed into every event row would repeat it thousands of times.
 
 Under ASGI the rows come from an async iterator (`aiter_events_csv`), under WSGI from a sync
 one: either way a big export is never held in memory.
@@ -8,14 +12,17 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
+from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 from sessions_monitor import selectors
+from sessions_monitor.models import ControlAction
 
 # The stored event's columns after its session's id, without the payload and the gap's start.
 CSV_COLUMNS: tuple[str, ...] = (
@@ -63,6 +70,59 @@ async def aiter_events_csv(
         yield _csv_line(writer, row)
 
 
+CONTROL_CSV_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "requested_at",
+    "action",
+    "actor_name",
+    "via",
+    "outcome",
+    "upstream_status",
+    "upstream_code",
+    "message",
+    "request",
+)
+
+
+def _control_rows(session_ids: Iterable[str]) -> QuerySet[ControlAction, dict[str, Any]]:
+    rows: QuerySet[ControlAction, dict[str, Any]] = (
+        ControlAction.objects.filter(session_id__in=list(session_ids))
+        .order_by("session_id", "requested_at", "id")
+        .values("session_ref", *CONTROL_CSV_COLUMNS[1:])
+    )
+    return rows
+
+
+def _control_line(writer: Any, row: dict[str, Any]) -> str:
+    row = {**row, "session_id": row["session_ref"], "request": json.dumps(row["request"])}
+    return str(writer.writerow([_csv_cell(row[column]) for column in CONTROL_CSV_COLUMNS]))
+
+
+def iter_control_actions_csv(session_ids: Iterable[str]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield str(writer.writerow(CONTROL_CSV_COLUMNS))
+    for row in _control_rows(session_ids).iterator(chunk_size=2000):
+        yield _control_line(writer, row)
+
+
+async def aiter_control_actions_csv(session_ids: Iterable[str]) -> AsyncIterator[str]:
+    writer = csv.writer(_Echo())
+    yield str(writer.writerow(CONTROL_CSV_COLUMNS))
+    async for row in _control_rows(session_ids).aiterator(chunk_size=2000):
+        yield _control_line(writer, row)
+
+
+def control_actions_csv_response(
+    request: HttpRequest, session_ids: list[str]
+) -> StreamingHttpResponse:
+    content: Iterator[str] | AsyncIterator[str] = (
+        aiter_control_actions_csv(session_ids)
+        if isinstance(request, ASGIRequest)
+        else iter_control_actions_csv(session_ids)
+    )
+    return _csv_attachment(content, "session-control-actions")
+
+
 def events_csv_response(request: HttpRequest, session_ids: list[str]) -> StreamingHttpResponse:
     # Under ASGI, Django buffers a *sync* streaming iterator completely before sending it;
     # an async iterator is what keeps a big export streamed there.
@@ -71,8 +131,14 @@ def events_csv_response(request: HttpRequest, session_ids: list[str]) -> Streami
         if isinstance(request, ASGIRequest)
         else iter_events_csv(session_ids)
     )
+    return _csv_attachment(content, "session-events")
+
+
+def _csv_attachment(
+    content: Iterator[str] | AsyncIterator[str], name: str
+) -> StreamingHttpResponse:
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response = StreamingHttpResponse(content, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="session-events-{stamp}.csv"'
+    response["Content-Disposition"] = f'attachment; filename="{name}-{stamp}.csv"'
     response["Cache-Control"] = "no-store"
     return response
