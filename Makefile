@@ -67,7 +67,7 @@ bench: $(BASE_STAMP)
 
 ## screenshots: refresh docs/screenshots from the browser tests (tests never write there)
 screenshots: $(TEST_STAMP)
-	MEETINGDASH_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -p no:randomly -k "see_the_simulated_sessions or a_join_appear_live or failure_panel or failing_while_live or upstream_forgets or widget_stops" tests/e2e/test_browser.py tests/e2e/test_live_truth.py
+	MEETINGDASH_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -p no:randomly -k "see_the_simulated_sessions or a_join_appear_live or failure_panel or failing_while_live or upstream_forgets or widget_stops or watch_it_join or asks_on_its_own_page" tests/e2e/test_browser.py tests/e2e/test_live_truth.py tests/e2e/test_control_browser.py
 
 fmt: $(TEST_STAMP)
 	$(BIN)/ruff check --fix .

@@ -9,7 +9,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest
 
-from sessions_monitor import limits
+from sessions_monitor import control, limits
 from sessions_monitor.upstream import InvalidSessionId, validate_session_id
 
 
@@ -37,6 +37,62 @@ class WatchForm(forms.Form):
                 "letters, digits, “_” or “-” (up to 64).",
                 code="malformed",
             ) from None
+
+
+TRANSCRIPTION_LANGUAGES = (
+    ("en", "English"),
+    ("de", "German"),
+    ("fr", "French"),
+    ("es", "Spanish"),
+    ("it", "Italian"),
+    ("nl", "Dutch"),
+    ("pt", "Portuguese"),
+    ("ja", "Japanese"),
+)
+DEFAULT_BOT_NAME = "Meeting Buddy"
+
+
+class SendBotForm(forms.Form):
+    """What Meeting Buddy needs to send a bot into a meeting (its `POST /sessions` body)."""
+
+    meeting_link = forms.CharField(
+        label="Meeting link",
+        max_length=2000,
+        widget=forms.TextInput(
+            attrs={
+                "placeholder": "https://zoom.us/j/…",
+                "autocomplete": "off",
+                "spellcheck": "false",
+                "inputmode": "url",
+                "aria-describedby": "meeting-link-help meeting-link-error",
+            }
+        ),
+    )
+    bot_name = forms.CharField(
+        label="Bot name",
+        max_length=100,
+        required=False,
+        initial=DEFAULT_BOT_NAME,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "off", "aria-describedby": "bot-name-help bot-name-error"}
+        ),
+    )
+    transcription_enabled = forms.BooleanField(
+        label="Transcribe the meeting", required=False, initial=True
+    )
+    transcription_language = forms.ChoiceField(
+        label="Language", choices=TRANSCRIPTION_LANGUAGES, initial="en"
+    )
+
+    def clean_meeting_link(self) -> str:
+        value = str(self.cleaned_data["meeting_link"]).strip()
+        problem = control.validate_meeting_link(value)
+        if problem:
+            raise forms.ValidationError(problem, code="meeting_link")
+        return value
+
+    def clean_bot_name(self) -> str:
+        return str(self.cleaned_data["bot_name"]).strip() or DEFAULT_BOT_NAME
 
 
 class ThrottledLoginMixin:

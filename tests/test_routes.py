@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from sessions_monitor.models import (
     ApiToken,
+    ControlAction,
     EmbedRevocation,
     MeetingSession,
     Presence,
@@ -51,6 +52,10 @@ OURS: dict[str, Expected] = {
     "session-list": (LOGIN, 200, 200, 200),
     "session-watch": (LOGIN, 405, 405, 405),  # POST only
     "session-detail": (LOGIN, 200, 200, 200),
+    "session-send": (LOGIN, 403, 403, 200),  # the control_session permission, not staff
+    "session-stop": (LOGIN, 403, 403, 200),  # GET: the confirmation page
+    "api-session-start": (405, 405, 405, 405),  # POST only, with an API token
+    "api-session-stop": (405, 405, 405, 405),
     "embed-session": (403, 403, 403, 403),  # no token: the refused page, for everyone
     "embed-snippet": (LOGIN, 403, 403, 200),  # the embed permission, not staff
 }
@@ -79,6 +84,7 @@ ADMIN_MODELS = {
     "sessions_monitor_presence": False,
     "sessions_monitor_apitoken": True,
     "sessions_monitor_embedrevocation": False,
+    "sessions_monitor_controlaction": False,
 }
 
 
@@ -97,7 +103,13 @@ def admin_model_rows() -> dict[str, Expected]:
     return rows
 
 
-DJANGO_ROUTES: dict[str, Expected] = {**OURS, **ADMIN_SITE, **admin_model_rows()}
+DJANGO_ROUTES: dict[str, Expected] = {
+    **OURS,
+    **ADMIN_SITE,
+    **admin_model_rows(),
+    # The audit trail is never deleted, not even by a superuser.
+    "admin:sessions_monitor_controlaction_delete": (ADMIN_LOGIN, ADMIN_LOGIN, 403, 403),
+}
 
 
 def walk(patterns: list[Any], prefix: str = "", namespace: str = "") -> Iterator[tuple[str, str]]:
@@ -136,6 +148,9 @@ def world(transactional_db: Any) -> dict[str, Any]:
     superuser = User.objects.create_superuser("root-user", password="pw-root-12345")
     token = ApiToken.objects.create(user=superuser, token_hash="0" * 64, prefix="mdk_x")
     revocation = EmbedRevocation.objects.create(session=session)
+    action = ControlAction.objects.create(
+        session=session, session_ref=SID, action="stop", outcome="done", actor_name="root-user"
+    )
     from django.contrib.auth.models import Group
 
     group = Group.objects.create(name="ops")
@@ -147,6 +162,7 @@ def world(transactional_db: Any) -> dict[str, Any]:
         "sessions_monitor_presence": presence.pk,
         "sessions_monitor_apitoken": token.pk,
         "sessions_monitor_embedrevocation": revocation.pk,
+        "sessions_monitor_controlaction": action.pk,
     }
     users = {
         "anonymous": None,
