@@ -638,6 +638,9 @@ def report(
         "before broadcast, which the floor and django-eventstream do not have. The baselines",
         "(the floor, django-eventstream on daphne) are measured once and shown in both sections.",
         "",
+        "What limits each missed row, with the profiles behind it, and which server `serve`",
+        "runs by default and why: [benchmark-profiles.md](benchmark-profiles.md) (by hand).",
+        "",
     ]
     for server, rows in sections.items():
         lines += [f"## {SECTION_TITLES.get(server, server)}", "", *table(rows), ""]
