@@ -590,10 +590,13 @@ def people_changes(
     people_left = [p for p in detail.presences if p.leave_seq is not None and p.leave_seq in left]
     if len(people_joined) != len(joined) or len(people_left) != len(left):
         return {}
-    present_after = len(detail.present)
-    present_before = present_after - len(people_joined) + len(people_left)
-    listed_before = len(detail.presences) - len(people_joined)
-    if not present_before or not present_after or not listed_before:
+    # What the page holds is the state before this batch, which `detail` (read afterwards) may
+    # already have left behind: count from the seqs, not from the rows as they are now.
+    first = min(seq for seq in (*joined, *left) if seq is not None)
+    listed_before = [p for p in detail.presences if p.join_seq < first]
+    present_before = sum(1 for p in listed_before if p.leave_seq is None or p.leave_seq >= first)
+    present_after = present_before + len(people_joined) - len(people_left)
+    if not present_before or present_after <= 0 or not listed_before:
         return {}
     return {"people_joined": people_joined, "people_left": people_left}
 

@@ -112,3 +112,19 @@ async def test_joins_and_leaves_re_send_only_the_people_they_concern() -> None:
     bob_left = await record(session_id, ParticipantLeft(session_id, "Bob", None))
     last = await _frame(session_id, bob_left)
     assert '<section id="participants"' in last and "Nobody is in the meeting" in last
+
+
+async def test_the_first_join_sends_the_whole_region_even_when_read_after_the_next_one() -> None:
+    """The frame of a page's first presence is rendered from a read that may already hold
+    later joins: the page has no lists yet, so the whole region must go (seen in Chromium as
+    htmx:oobErrorNoTarget for #people-now and a participant that never appeared)."""
+    session_id = f"mbsess_{uuid.uuid4().hex[:12]}"
+    record = database_sync_to_async(_record)
+    await record(session_id, StatusChanged(session_id, "active", "joining", None))
+    first = await record(session_id, ParticipantJoined(session_id, "Ann", None))
+    await record(session_id, ParticipantJoined(session_id, "Bob", None))  # stored before the read
+
+    frame = await _frame(session_id, first)
+
+    assert '<section id="participants"' in frame and 'id="people-now"' in frame
+    assert 'hx-swap-oob="beforeend:#people-now"' not in frame
