@@ -36,3 +36,13 @@ async def context(chromium: Browser) -> AsyncIterator[BrowserContext]:
     context = await new_context(chromium)
     yield context
     await context.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=["light", "dark"])
+async def scheme_context(
+    request: pytest.FixtureRequest, chromium: Browser
+) -> AsyncIterator[BrowserContext]:
+    """A browser context in the light, then the dark colour scheme."""
+    context = await new_context(chromium, color_scheme=request.param)
+    yield context
+    await context.close()

@@ -6,16 +6,14 @@ stays as it is."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import BrowserContext, Page
 
 from sessions_monitor import embed
-from tests.e2e.dash import Dash, log_in, new_context, new_session
+from tests.e2e.dash import Dash, log_in, new_session
 
 pytestmark = pytest.mark.browser
 
@@ -46,15 +44,6 @@ def describe(found: list[dict[str, Any]]) -> str:
         indent=1,
         ensure_ascii=False,
     )
-
-
-@pytest_asyncio.fixture(loop_scope="session", params=["light", "dark"])
-async def scheme_context(
-    request: pytest.FixtureRequest, chromium: Browser
-) -> AsyncIterator[BrowserContext]:
-    context = await new_context(chromium, color_scheme=request.param)
-    yield context
-    await context.close()
 
 
 async def test_no_page_has_a_serious_accessibility_violation(

@@ -15,12 +15,11 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Dialog, Page, expect
 
 from sessions_monitor.simulator.control import SimulatorControl
@@ -71,13 +70,6 @@ def dash() -> Iterator[Dash]:
                 yield Dash(process.base_url, db_path, control, process)
             finally:
                 control.close()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def context(chromium: Browser) -> AsyncIterator[BrowserContext]:
-    context = await new_context(chromium)
-    yield context
-    await context.close()
 
 
 async def log_in_as(page: Page, dash: Dash, username: str, next_path: str = "/") -> None:
@@ -208,15 +200,6 @@ async def test_a_user_without_the_permission_sees_neither_the_button_nor_the_sen
     assert await page.locator('a[href="/sessions/new/"]').count() == 0
     refused = await page.goto(f"{dash.base_url}/sessions/new/")
     assert refused is not None and refused.status == 403
-
-
-@pytest_asyncio.fixture(loop_scope="session", params=["light", "dark"])
-async def scheme_context(
-    request: pytest.FixtureRequest, chromium: Browser
-) -> AsyncIterator[BrowserContext]:
-    context = await new_context(chromium, color_scheme=request.param)
-    yield context
-    await context.close()
 
 
 async def test_the_control_pages_have_no_serious_accessibility_violation(
