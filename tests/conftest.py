@@ -155,6 +155,24 @@ def simulator_server_module() -> Iterator[SimulatorServer]:
     yield from _simulator_server()
 
 
+UPSTREAM_TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def token_simulator() -> Iterator[SimulatorServer]:
+    """One simulator needing `Bearer test-token` per test module (`upstream` resets its faults)."""
+    yield from _simulator_server(token=UPSTREAM_TOKEN)
+
+
+@pytest.fixture
+def upstream(token_simulator: SimulatorServer, settings: Any, fresh_channel_layer: Any) -> Any:
+    """`token_simulator` as this process's upstream (what the control service talks to)."""
+    settings.MEETINGBUDDY_API_URL = token_simulator.base_url
+    settings.MEETINGBUDDY_API_TOKEN = UPSTREAM_TOKEN
+    token_simulator.control.reset_faults()
+    return token_simulator
+
+
 # --- private servers that fault tests may restart ----------------------------------------
 
 

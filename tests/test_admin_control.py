@@ -32,13 +32,11 @@ from sessions_monitor.models import (
     ControlOutcomeKind,
     MeetingSession,
 )
-from tests.conftest import SimulatorServer, _simulator_server
 from tests.simulator_helpers import new_session_id
 from tests.support import login_cookie, make_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-UPSTREAM_TOKEN = "test-token"
 CHANGELIST = "/admin/sessions_monitor/meetingsession/"
 AUDIT_LIST = "/admin/sessions_monitor/controlaction/"
 
@@ -113,19 +111,6 @@ def action_form(html: str) -> Form:
 
 
 # --- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def token_simulator() -> Iterator[SimulatorServer]:
-    yield from _simulator_server(token=UPSTREAM_TOKEN)
-
-
-@pytest.fixture
-def upstream(token_simulator: SimulatorServer, settings: Any, fresh_channel_layer: Any) -> Any:
-    settings.MEETINGBUDDY_API_URL = token_simulator.base_url
-    settings.MEETINGBUDDY_API_TOKEN = UPSTREAM_TOKEN
-    token_simulator.control.reset_faults()
-    return token_simulator
 
 
 def _staff(*codenames: str) -> tuple[User, str]:

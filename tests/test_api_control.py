@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,13 +18,11 @@ from django.urls import reverse
 from meetingdash.asgi import build_application
 from sessions_monitor import tokens
 from sessions_monitor.models import ControlAction, ControlKind, ControlOutcomeKind, MeetingSession
-from tests.conftest import SimulatorServer, _simulator_server
 from tests.simulator_helpers import new_session_id
 from tests.support import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-UPSTREAM_TOKEN = "test-token"
 MEET_LINK = "https://meet.google.com/abc-defg-hij"
 START = "/v1/meeting-buddy/sessions"
 
@@ -39,20 +36,6 @@ def _token_for(*, may_control: bool) -> str:
     if may_control:
         user.user_permissions.add(Permission.objects.get(codename="control_session"))
     return tokens.create_token(user=user, name="script")[1]
-
-
-@pytest.fixture(scope="module")
-def token_simulator() -> Iterator[SimulatorServer]:
-    """One simulator needing `Bearer test-token` for this module (tests reset its faults)."""
-    yield from _simulator_server(token=UPSTREAM_TOKEN)
-
-
-@pytest.fixture
-def upstream(token_simulator: SimulatorServer, settings: Any, fresh_channel_layer: Any) -> Any:
-    settings.MEETINGBUDDY_API_URL = token_simulator.base_url
-    settings.MEETINGBUDDY_API_TOKEN = UPSTREAM_TOKEN
-    token_simulator.control.reset_faults()
-    return token_simulator
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,12 +12,11 @@ from django.contrib.auth.models import Permission, User
 
 from sessions_monitor import control, messages
 from sessions_monitor.models import ControlAction, ControlKind, ControlOutcomeKind, MeetingSession
-from tests.conftest import SimulatorServer, _simulator_server
+from tests.conftest import UPSTREAM_TOKEN
 from tests.simulator_helpers import new_session_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-UPSTREAM_TOKEN = "test-token"
 WRONG_TOKEN = "mb-secret-" + "x" * 24
 MEET_LINK = "https://meet.google.com/abc-defg-hij"
 
@@ -34,20 +32,6 @@ async def operator() -> User:
     from channels.db import database_sync_to_async
 
     return await database_sync_to_async(_operator)()
-
-
-@pytest.fixture(scope="module")
-def token_simulator() -> Iterator[SimulatorServer]:
-    """One simulator needing `Bearer test-token` for this module (tests reset its faults)."""
-    yield from _simulator_server(token=UPSTREAM_TOKEN)
-
-
-@pytest.fixture
-def upstream(token_simulator: SimulatorServer, settings: Any, fresh_channel_layer: Any) -> Any:
-    settings.MEETINGBUDDY_API_URL = token_simulator.base_url
-    settings.MEETINGBUDDY_API_TOKEN = UPSTREAM_TOKEN
-    token_simulator.control.reset_faults()
-    return token_simulator
 
 
 async def audit_rows() -> list[ControlAction]:
