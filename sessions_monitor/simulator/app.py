@@ -29,7 +29,7 @@ from .http import (
 )
 from .model import SessionConflict
 from .scenarios import PLATFORMS, Step, detect_platform, step_from_dict
-from .stream import serve_stream
+from .stream import failure_response, serve_stream
 
 if TYPE_CHECKING:
     from .core import Simulator
@@ -407,16 +407,7 @@ def _int_param(
 def _control_failure(faults: FaultState) -> Response | None:
     """The `control_fail_next` knob's error for a start or stop call, if one is due."""
     failure = faults.take_control_fail()
-    if failure is None:
-        return None
-    headers = []
-    if failure.retry_after is not None:
-        headers.append((b"retry-after", str(failure.retry_after).encode()))
-    response = error_response(failure.status, headers=headers)
-    if not failure.envelope:
-        response.body = b""
-        response.headers = headers
-    return response
+    return None if failure is None else failure_response(failure)
 
 
 def _not_found(session_id: str) -> Response:

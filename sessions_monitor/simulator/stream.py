@@ -12,8 +12,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .faults import FaultState
-from .http import Receive, Send, error_response
+from .faults import FailNext, FaultState
+from .http import Receive, Response, Send, error_response
 from .model import StreamEvent
 from .scenarios import format_timestamp
 from .sse import compact_json, encode_comment, encode_event, encode_retry, split_chunks
@@ -94,14 +94,7 @@ async def serve_stream(
     faults = simulator.faults.for_session(session_id)
     failure = faults.take_fail()
     if failure is not None:
-        headers = []
-        if failure.retry_after is not None:
-            headers.append((b"retry-after", str(failure.retry_after).encode()))
-        response = error_response(failure.status, headers=headers)
-        if not failure.envelope:
-            response.body = b""
-            response.headers = headers
-        await response.send(send)
+        await failure_response(failure).send(send)
         return
     if faults.take_wrong_content_type():
         await send(
@@ -210,3 +203,15 @@ async def _watch_disconnect(
             disconnected.set()
             subscription.queue.put_nowait(None)
             return
+
+
+def failure_response(failure: FailNext) -> Response:
+    """The error a `fail_next`-style knob asks for: its status, Retry-After, envelope or not."""
+    headers = []
+    if failure.retry_after is not None:
+        headers.append((b"retry-after", str(failure.retry_after).encode()))
+    response = error_response(failure.status, headers=headers)
+    if not failure.envelope:
+        response.body = b""
+        response.headers = headers
+    return response
