@@ -259,6 +259,34 @@ MEETINGDASH_SIMULATOR = envbool("MEETINGDASH_SIMULATOR", "0")
 MEETINGDASH_SIMULATOR_TOKEN = os.getenv("MEETINGDASH_SIMULATOR_TOKEN", "")
 MEETINGDASH_SIMULATOR_PREFIX = "/_simulator"
 
+# --- alerts (sessions_monitor.alerts) -------------------------------------------------------
+# How often the relay's watchdog looks for stuck sessions and a down upstream, and sends
+# what is due in the outbox.
+MEETINGDASH_ALERT_CHECK_SECONDS = envfloat("MEETINGDASH_ALERT_CHECK_SECONDS", "5")
+# The first retry of a failed delivery waits this long, each next one twice as long (capped
+# at an hour); after MEETINGDASH_ALERT_MAX_ATTEMPTS the delivery is given up (and logged).
+MEETINGDASH_ALERT_RETRY_SECONDS = envfloat("MEETINGDASH_ALERT_RETRY_SECONDS", "10")
+MEETINGDASH_ALERT_MAX_ATTEMPTS = envint("MEETINGDASH_ALERT_MAX_ATTEMPTS", "12")
+# Followers' toasts and the dashboard's "stuck" badge: a session is stuck after this long in
+# one of these statuses ("status=seconds" pairs, space separated). Alert rules set their own.
+MEETINGDASH_STUCK_AFTER = {
+    status: float(seconds)
+    for status, _, seconds in (
+        pair.partition("=")
+        for pair in envlist(
+            "MEETINGDASH_STUCK_AFTER", "initializing=180 joining=180 waiting=600 leaving=120"
+        )
+    )
+}
+# Email alerts go through Django's SMTP settings.
+EMAIL_HOST = os.getenv("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("DJANGO_EMAIL_PORT", "25")
+EMAIL_HOST_USER = os.getenv("DJANGO_EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.getenv("DJANGO_EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("DJANGO_EMAIL_USE_TLS", "0")
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = os.getenv("DJANGO_DEFAULT_FROM_EMAIL", "MeetingDash <meetingdash@localhost>")
+
 # --- limits on what one client can cost (sessions_monitor.limits) -------------------------
 MEETINGDASH_MAX_STREAMS_PER_TOKEN = envint("MEETINGDASH_MAX_STREAMS_PER_TOKEN", "20")
 # What `serve` buffers for one client that does not read, and how long it may not read.

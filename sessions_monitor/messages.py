@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 SESSIONS_GROUP: Final = "sessions"
 RELAY_CHANNEL: Final = "session-relay"
+# Alerts for followers' toasts: failed, stuck, lost and resolved sessions, of every session.
+ALERTS_GROUP: Final = "alerts"
 
 EVENT: Final = "session.event"
 TRANSCRIPT: Final = "session.transcript"
@@ -35,6 +37,7 @@ SUMMARY: Final = "sessions.summary"
 WATCH: Final = "session.watch"
 UNWATCH: Final = "session.unwatch"
 HUB_STOP: Final = "hub.stop"
+ALERT: Final = "session.alert"
 
 Kind = Literal["event", "summary", "transcript", "resync", "lost"]
 Rendered = bytes | str
@@ -60,6 +63,21 @@ class TranscriptMessage(TypedDict):
     session_id: str
     # `transcripts.plain_segment` of each new segment, in start order.
     segments: list[dict[str, Any]]
+
+
+class AlertMessage(TypedDict):
+    type: Literal["session.alert"]
+    # failed, stuck, lost, resolved (a stuck session moved on)
+    kind: str
+    session_id: str
+    bot_name: str
+    platform: str
+    status: str
+    error_code: str
+    error_message: str
+    # What happened, in a sentence, for the toast and the notification.
+    text: str
+    at: str  # ISO 8601
 
 
 class WatchMessage(TypedDict):
@@ -90,6 +108,22 @@ def transcript_message(*, session_id: str, segments: list[dict[str, Any]]) -> Tr
 def summary_message(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The summary's fields at the top level, next to `type` (receivers read them as is)."""
     return {"type": SUMMARY, **summary}
+
+
+def alert_message(*, kind: str, session: Mapping[str, Any], text: str, at: str) -> AlertMessage:
+    """`session`: a `session_summary` (or anything with its keys)."""
+    return {
+        "type": ALERT,
+        "kind": kind,
+        "session_id": str(session.get("session_id", "")),
+        "bot_name": str(session.get("bot_name") or ""),
+        "platform": str(session.get("platform") or ""),
+        "status": str(session.get("status") or ""),
+        "error_code": str(session.get("error_code") or ""),
+        "error_message": str(session.get("error_message") or ""),
+        "text": text,
+        "at": at,
+    }
 
 
 def watch_message(session_id: str, watched: bool) -> WatchMessage:

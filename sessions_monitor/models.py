@@ -1,5 +1,6 @@
 """What MeetingDash stores: sessions, their events in our own order, presence, API tokens,
-transcripts, and the audit trail of what people did to bots.
+transcripts, the audit trail of what people did to bots, alert rules with their delivery
+outbox, and who follows what.
 
 `SessionEvent.seq` is the one key after storage: `id:` on our stream, the watermark a page
 renders with, the resume point of every reconnect.
@@ -75,6 +76,15 @@ class MeetingSession(models.Model):
         blank=True,
         help_text="The relay's claim lapses then unless renewed (it renews every few seconds).",
     )
+    in_meeting_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the bot was first in the meeting (active)."
+    )
+    stuck_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The status_since of the status the watchdog found it stuck in; "
+        "cleared when it moves on.",
+    )
     watched = models.BooleanField(default=False)
     last_seq = models.PositiveBigIntegerField(default=0)
     participants_present = models.PositiveIntegerField(default=0)
@@ -95,6 +105,8 @@ class MeetingSession(models.Model):
             models.Index(fields=["error_code"], name="session_error_code_idx"),
             models.Index(fields=["started_at"], name="session_started_idx"),
             models.Index(fields=["bot_name"], name="session_bot_name_idx"),
+            models.Index(fields=["started_at", "status", "platform"], name="session_insights_idx"),
+            models.Index(fields=["status", "status_since"], name="session_dwell_idx"),
         ]
 
     def __str__(self) -> str:
@@ -300,3 +312,150 @@ class TranscriptSegment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id} {self.transcript_id}"
+
+
+class AlertTrigger(models.TextChoices):
+    FAILED = "failed", "A session failed"
+    STUCK = "stuck", "A session is stuck in one status"
+    LOST = "lost", "The upstream no longer knows a session"
+    UPSTREAM_DOWN = "upstream_down", "The upstream is unreachable"
+
+
+class AlertChannel(models.TextChoices):
+    WEBHOOK = "webhook", "Webhook (Standard Webhooks, JSON)"
+    SLACK = "slack", "Slack-compatible incoming webhook"
+    EMAIL = "email", "Email"
+
+
+class AlertRule(models.Model):
+    """When to tell whom. A session alert matches when every filter set here matches; the
+    webhook secret is stored encrypted (`alerts.secrets`) and never shown again."""
+
+    name = models.CharField(max_length=200, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    trigger = models.CharField(max_length=20, choices=AlertTrigger)
+    status = models.CharField(
+        max_length=40, blank=True, default="", help_text="Stuck: the status it is stuck in."
+    )
+    longer_than_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Stuck: for longer than this. Upstream down: for longer than this.",
+    )
+    error_code = models.CharField(
+        max_length=100, blank=True, default="", help_text="Failed: only this error code."
+    )
+    platform = models.CharField(max_length=40, blank=True, default="")
+    bot_name_pattern = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Shell-style pattern, case-insensitive (e.g. Acme*).",
+    )
+    channel = models.CharField(max_length=20, choices=AlertChannel)
+    target = models.CharField(max_length=2000, help_text="The webhook URL or the email address.")
+    secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    secret_hint = models.CharField(
+        max_length=16, blank=True, default="", editable=False, help_text="whsec_…last four."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, editable=False
+    )
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.get_trigger_display()} → {self.get_channel_display()}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    GAVE_UP = "gave_up", "Gave up"
+
+
+class AlertDelivery(models.Model):
+    """The outbox: one alert for one rule, written in the transaction of what triggers it,
+    then sent (at least once, with retries) by a relay. `webhook_id` is the idempotency key,
+    the same on every attempt; `dedup_key` makes one episode raise one alert per rule."""
+
+    rule = models.ForeignKey(
+        AlertRule, on_delete=models.SET_NULL, null=True, blank=True, related_name="deliveries"
+    )
+    rule_name = models.CharField(max_length=200, blank=True, default="")
+    session = models.ForeignKey(
+        MeetingSession,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="alert_deliveries",
+    )
+    session_ref = models.CharField(max_length=128, blank=True, default="")
+    kind = models.CharField(max_length=40, help_text="session.failed, session.stuck, …")
+    dedup_key = models.CharField(max_length=400, unique=True)
+    webhook_id = models.CharField(max_length=64, unique=True)
+    episode_at = models.DateTimeField(
+        null=True, blank=True, help_text="Stuck: the status_since; upstream down: since when."
+    )
+    payload = models.JSONField(default=dict)
+    is_test = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=20, choices=DeliveryStatus, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_by = models.CharField(max_length=64, blank=True, default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "alert deliveries"
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due_idx"),
+            models.Index(fields=["session", "kind", "episode_at"], name="delivery_episode_idx"),
+            models.Index(fields=["-created_at"], name="delivery_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.session_ref} → {self.rule_name or 'deleted rule'}"
+
+
+class Follow(models.Model):
+    """A user follows one session, or every session of a bot name (case-insensitive)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="follows"
+    )
+    session = models.ForeignKey(
+        MeetingSession, on_delete=models.CASCADE, null=True, blank=True, related_name="followers"
+    )
+    bot_name = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "session"],
+                condition=models.Q(session__isnull=False),
+                name="follow_unique_session",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "bot_name"],
+                condition=~models.Q(bot_name=""),
+                name="follow_unique_bot",
+            ),
+            models.CheckConstraint(
+                condition=(models.Q(session__isnull=False) & models.Q(bot_name=""))
+                | (models.Q(session__isnull=True) & ~models.Q(bot_name="")),
+                name="follow_session_or_bot",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} follows {self.session_id or self.bot_name}"

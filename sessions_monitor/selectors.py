@@ -71,6 +71,7 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "stream_alive_at",
     "watched",
     "peak_participants",
+    "stuck_since",
 )
 PRESENCE_FIELDS = ("participant_name", "joined_at", "left_at", "join_seq")
 

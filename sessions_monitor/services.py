@@ -24,6 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from sessions_monitor import messages, telemetry
+from sessions_monitor.alerts import outbox
 from sessions_monitor.db import in_db_thread
 from sessions_monitor.models import (
     EmbedRevocation,
@@ -108,7 +109,9 @@ def record_event(
             telemetry.events_deduplicated.inc()
             return None
         stored = _store(session, change, event, now)
+        dwell_from = session.status_since
         changed = _apply(session, change, stored, now)
+        changed += _raise_alerts(session, change)
         session.save(update_fields=["last_seq", "last_event_at", *changed])
         recorded = RecordedEvent(
             session_id, stored.seq, event_to_dict(stored), session_summary(session)
@@ -116,6 +119,14 @@ def record_event(
         if broadcast:
             transaction.on_commit(lambda: broadcast_sync(recorded))
     telemetry.events_recorded.labels(change.kind).inc()
+    if change.kind == EventKind.STATUS:
+        telemetry.observe_status_change(
+            previous=change.previous_status,
+            status=change.status,
+            dwell_seconds=_seconds_between(dwell_from, session.status_since),
+            error_code=change.error_code,
+            platform=session.platform,
+        )
     timestamp = getattr(event, "timestamp", None)
     if timestamp is not None:
         telemetry.upstream_to_stored.observe(max(0.0, (timezone.now() - timestamp).total_seconds()))
@@ -146,6 +157,8 @@ def record_link_state(
         stored: SessionEvent | None = None
         if state.state != LinkStateName.CONNECTING and _last_noted_state(session) != state.state:
             stored = _store(session, _link_note(state), None, now)
+            if _is_lost(session, state):
+                outbox.enqueue_session_alert(outbox.LOST, session)
         session.save()
         summary = session_summary(session)
         recorded = (
@@ -493,6 +506,9 @@ def _apply(
         session.status = change.status
         session.status_since = at
         changed += ["previous_status", "status", "status_since"]
+        if change.status == "active" and session.in_meeting_at is None:
+            session.in_meeting_at = at
+            changed.append("in_meeting_at")
         if change.status == "failed":
             session.failed_from_status = change.previous_status
             session.error_code = change.error_code
@@ -520,6 +536,33 @@ def _apply(
         session.participants_present = max(0, session.participants_present - 1)
         changed.append("participants_present")
     return changed
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else (end - start).total_seconds()
+
+
+def _raise_alerts(session: MeetingSession, change: _Change) -> list[str]:
+    """In the event's transaction (the outbox): a failure, and the end of a stuck episode."""
+    if change.kind != EventKind.STATUS:
+        return []
+    changed = []
+    if session.stuck_since is not None:
+        outbox.enqueue_resolved(session, episode_at=session.stuck_since)
+        session.stuck_since = None
+        changed.append("stuck_since")
+    if change.status == "failed":
+        outbox.enqueue_session_alert(outbox.FAILED, session)
+    return changed
+
+
+def _is_lost(session: MeetingSession, state: LinkState) -> bool:
+    """The upstream answered that it does not know a session we thought was running."""
+    return (
+        state.state is LinkStateName.FAILED
+        and state.reason == "not_found"
+        and session.status not in TERMINAL_STATUSES
+    )
 
 
 def _close_presences(session: MeetingSession, at: datetime, seq: int) -> list[str]:

@@ -74,6 +74,81 @@ leases_lost = Counter(
     registry=REGISTRY,
 )
 
+# --- sessions and alerts -------------------------------------------------------------------------
+session_outcomes = Counter(
+    "meetingdash_session_outcomes",
+    "Sessions that ended as this relay recorded them, by final status, error code, platform.",
+    ["status", "error_code", "platform"],
+    registry=REGISTRY,
+)
+status_dwell = Histogram(
+    "meetingdash_status_dwell_seconds",
+    "How long sessions stayed in a status before moving on, by that status.",
+    ["status"],
+    buckets=(1, 5, 15, 30, 60, 120, 180, 300, 600, 900, 1800, 3600, 7200, 14400),
+    registry=REGISTRY,
+)
+alerts_enqueued = Counter(
+    "meetingdash_alerts_enqueued",
+    "Alert deliveries written to the outbox, by type (session.failed, session.stuck, …).",
+    ["kind"],
+    registry=REGISTRY,
+)
+alert_attempts = Counter(
+    "meetingdash_alert_attempts",
+    "Alert delivery attempts, by channel and result (delivered, retry, gave_up).",
+    ["channel", "result"],
+    registry=REGISTRY,
+)
+# Set by the /metrics view from the database just before each scrape.
+sessions_stuck = Gauge(
+    "meetingdash_sessions_stuck",
+    "Sessions the watchdog found stuck and that have not moved on, by status.",
+    ["status"],
+    registry=REGISTRY,
+)
+status_oldest = Gauge(
+    "meetingdash_status_oldest_seconds",
+    "For each status a running session is in: how long the longest-waiting one has been in it.",
+    ["status"],
+    registry=REGISTRY,
+)
+alerts_pending = Gauge(
+    "meetingdash_alerts_pending", "Alert deliveries not yet delivered.", registry=REGISTRY
+)
+
+KNOWN_PLATFORMS = frozenset({"teams", "zoom", "google_meet", "meet", "webex"})
+MAX_ERROR_CODES = 100
+_error_codes: set[str] = set()
+
+
+def bounded_error_code(code: str) -> str:
+    """Label values come from the upstream: bound them (a malformed or ever-changing code
+    would otherwise grow the series without end)."""
+    if not code:
+        return ""
+    if code in _error_codes:
+        return code
+    plain = len(code) <= 64 and code.replace("_", "").isalnum() and code.isascii()
+    if plain and len(_error_codes) < MAX_ERROR_CODES:
+        _error_codes.add(code)
+        return code
+    return "OTHER"
+
+
+def observe_status_change(
+    *, previous: str, status: str, dwell_seconds: float | None, error_code: str, platform: str
+) -> None:
+    if previous and dwell_seconds is not None and dwell_seconds >= 0:
+        status_dwell.labels(previous if previous.isidentifier() else "other").observe(dwell_seconds)
+    if status in ("completed", "failed"):
+        session_outcomes.labels(
+            status,
+            bounded_error_code(error_code),
+            platform if platform in KNOWN_PLATFORMS else ("" if not platform else "other"),
+        ).inc()
+
+
 # --- fan-out: database to subscribers ------------------------------------------------------------
 broadcasts = Counter("meetingdash_broadcasts", "Stored events broadcast.", registry=REGISTRY)
 broadcast_failures = Counter(
