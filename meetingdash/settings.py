@@ -267,6 +267,12 @@ MEETINGDASH_ALERT_CHECK_SECONDS = envfloat("MEETINGDASH_ALERT_CHECK_SECONDS", "5
 # at an hour); after MEETINGDASH_ALERT_MAX_ATTEMPTS the delivery is given up (and logged).
 MEETINGDASH_ALERT_RETRY_SECONDS = envfloat("MEETINGDASH_ALERT_RETRY_SECONDS", "10")
 MEETINGDASH_ALERT_MAX_ATTEMPTS = envint("MEETINGDASH_ALERT_MAX_ATTEMPTS", "12")
+# A relay's claim on the deliveries it sends: a relay that dies holding some leaves them to
+# the others after this long (the same alert, with the same webhook-id: at least once).
+MEETINGDASH_ALERT_CLAIM_SECONDS = envfloat("MEETINGDASH_ALERT_CLAIM_SECONDS", "60")
+# `make demo` only: a built-in webhook receiver at /_demo/alerts/ and two demo rules posting to
+# it (`ensure_demo_user`), so a newcomer sees alerts arrive. Off by default.
+MEETINGDASH_DEMO_ALERTS = envbool("MEETINGDASH_DEMO_ALERTS", "0")
 # Followers' toasts and the dashboard's "stuck" badge: a session is stuck after this long in
 # one of these statuses ("status=seconds" pairs, space separated). Alert rules set their own.
 MEETINGDASH_STUCK_AFTER = {

@@ -22,6 +22,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from sessions_monitor import selectors, telemetry
+from sessions_monitor.alerts import selectors as alert_selectors
 from sessions_monitor.hub import get_hub
 from sessions_monitor.process import relay_of
 from sessions_monitor.relay.worker import Relay
@@ -80,8 +81,8 @@ def register_process_collector(relay: Relay) -> None:
     telemetry.REGISTRY.register(process_collector(relay))
 
 
-def _db_figures() -> tuple[dict[str, int], int]:
-    return selectors.links_by_state(), selectors.watched_count()
+def _db_figures() -> tuple[dict[str, int], int, alert_selectors.AlertFigures]:
+    return selectors.links_by_state(), selectors.watched_count(), alert_selectors.alert_figures()
 
 
 @never_cache
@@ -90,11 +91,26 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     if not (user.is_staff or bearer_is_metrics_token(request)):
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
-    links, watched = await database_sync_to_async(_db_figures)()
+    links, watched, alerts = await database_sync_to_async(_db_figures)()
     telemetry.upstream_links.clear()
     for state, count in links.items():
         telemetry.upstream_links.labels(state).set(count)
     telemetry.sessions_watched.set(watched)
+    stuck: dict[str, int] = {}
+    for status, count in alerts.stuck.items():
+        label = telemetry.status_label(status)
+        stuck[label] = stuck.get(label, 0) + count
+    oldest: dict[str, float] = {}
+    for status, seconds in alerts.oldest_seconds.items():
+        label = telemetry.status_label(status)
+        oldest[label] = max(oldest.get(label, 0.0), seconds)
+    telemetry.sessions_stuck.clear()
+    for label, count in stuck.items():
+        telemetry.sessions_stuck.labels(label).set(count)
+    telemetry.status_oldest.clear()
+    for label, seconds in oldest.items():
+        telemetry.status_oldest.labels(label).set(seconds)
+    telemetry.alerts_pending.set(alerts.pending)
     collectors = (telemetry.REGISTRY, process_collector(relay_of(request)))
     body = b"".join(generate_latest(collector) for collector in collectors)
     return HttpResponse(body, content_type=CONTENT_TYPE_PLAIN_0_0_4)

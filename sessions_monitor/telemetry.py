@@ -117,6 +117,9 @@ alerts_pending = Gauge(
     "meetingdash_alerts_pending", "Alert deliveries not yet delivered.", registry=REGISTRY
 )
 
+KNOWN_STATUSES = frozenset(
+    {"initializing", "joining", "waiting", "active", "recording", "leaving", "completed", "failed"}
+)
 KNOWN_PLATFORMS = frozenset({"teams", "zoom", "google_meet", "meet", "webex"})
 MAX_ERROR_CODES = 100
 _error_codes: set[str] = set()
@@ -136,11 +139,16 @@ def bounded_error_code(code: str) -> str:
     return "OTHER"
 
 
+def status_label(status: str) -> str:
+    """A status as a label value: the upstream's known ones, anything else as `other`."""
+    return status if status in KNOWN_STATUSES else "other"
+
+
 def observe_status_change(
     *, previous: str, status: str, dwell_seconds: float | None, error_code: str, platform: str
 ) -> None:
     if previous and dwell_seconds is not None and dwell_seconds >= 0:
-        status_dwell.labels(previous if previous.isidentifier() else "other").observe(dwell_seconds)
+        status_dwell.labels(status_label(previous)).observe(dwell_seconds)
     if status in ("completed", "failed"):
         session_outcomes.labels(
             status,

@@ -13,6 +13,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 
 from sessions_monitor.simulator.control import SimulatorControl
+from tests.alert_receivers import smtp_server, webhook_receiver  # noqa: F401
 from tests.support import (
     CHROMIUM_ARGS,
     CHROMIUM_PATH,

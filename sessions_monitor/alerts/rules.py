@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator, URLValidator
@@ -78,6 +79,41 @@ def matches(rule: AlertRule, session: MeetingSession) -> bool:
         return False
     pattern = rule.bot_name_pattern.casefold()
     return not pattern or fnmatchcase(session.bot_name.casefold(), pattern)
+
+
+def safe_target(rule: AlertRule) -> str:
+    """What a list may show of a rule's target: an email address, or a URL's scheme and host
+    (a Slack webhook URL carries its secret in the path)."""
+    if rule.channel == AlertChannel.EMAIL:
+        return rule.target
+    parts = urlsplit(rule.target)
+    if not parts.scheme or not parts.hostname:
+        return "(not a URL)"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}/…"
+
+
+def filters_in_words(rule: AlertRule) -> str:
+    words: list[str] = []
+    if rule.trigger == AlertTrigger.STUCK and rule.status:
+        words.append(f"in {rule.status!r}")
+    if rule.longer_than_seconds:
+        words.append(f"longer than {_duration(rule.longer_than_seconds)}")
+    if rule.error_code:
+        words.append(f"error {rule.error_code}")
+    if rule.platform:
+        words.append(f"on {rule.platform}")
+    if rule.bot_name_pattern:
+        words.append(f"bot {rule.bot_name_pattern!r}")
+    return ", ".join(words) or "every session"
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 def enabled_rules(trigger: str) -> list[AlertRule]:

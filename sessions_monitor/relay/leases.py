@@ -49,6 +49,13 @@ class Leases(Protocol):
 
     async def release(self, session_id: str) -> None: ...
 
+    async def lead(self, role: str) -> bool:
+        """Hold (take or keep) the one leadership of `role` among the relays: True while this
+        relay is the one. Renewed by calling again within the lease's TTL."""
+        ...
+
+    async def resign(self, role: str) -> None: ...
+
     async def heartbeat(self, info: dict[str, Any]) -> None: ...
 
     async def close(self) -> None: ...
@@ -70,6 +77,12 @@ class LocalLeases:
         return True
 
     async def release(self, session_id: str) -> None:
+        return None
+
+    async def lead(self, role: str) -> bool:
+        return True
+
+    async def resign(self, role: str) -> None:
         return None
 
     async def heartbeat(self, info: dict[str, Any]) -> None:
@@ -123,6 +136,18 @@ class RedisLeases:
 
     async def release(self, session_id: str) -> None:
         await self._redis.eval(RELEASE_SCRIPT, 1, self.key(session_id), self.owner)
+
+    def leader_key(self, role: str) -> str:
+        return f"{self.prefix}:relay-leader:{role}"
+
+    async def lead(self, role: str) -> bool:
+        result = await self._redis.eval(
+            RENEW_SCRIPT, 1, self.leader_key(role), self.owner, self._ttl_ms
+        )
+        return bool(result)
+
+    async def resign(self, role: str) -> None:
+        await self._redis.eval(RELEASE_SCRIPT, 1, self.leader_key(role), self.owner)
 
     async def holder(self, session_id: str) -> str | None:
         value = await self._redis.get(self.key(session_id))

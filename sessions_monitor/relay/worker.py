@@ -1,6 +1,7 @@
 """The relay: one task per watched session turning `follow_status` items into stored,
 broadcast events. The loops are trivial; the steps (`handle_item`, `handle_watch_message`,
-`rescan_once`, `discover_once`, `renew_leases`) are what tests call directly.
+`rescan_once`, `discover_once`, `renew_leases`, `check_alerts_once`, `send_alerts_once`) are
+what tests call directly.
 
 Embedded (`serve` without REDIS_URL): runs inside daphne's event loop, `LocalLeases`.
 Scaled (`runrelay`, REDIS_URL): several processes, `RedisLeases` decide who follows what.
@@ -32,7 +33,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from sessions_monitor import messages, selectors, services, telemetry
+from sessions_monitor import lookups, messages, selectors, services, telemetry
+from sessions_monitor.alerts import sender
+from sessions_monitor.alerts.watchdog import LEADER_ROLE, CheckReport, Watchdog
 from sessions_monitor.relay.discovery import discover_sessions
 from sessions_monitor.relay.leases import Leases, LocalLeases, RedisLeases
 from sessions_monitor.relay.transcripts import TranscriptPollers
@@ -56,6 +59,8 @@ SNAPSHOT_SECONDS = 5.0
 STOP_WRITES_SECONDS = 4.0
 # stop(): how long releasing leases may take (Redis may be the thing that is down).
 STOP_LEASES_SECONDS = 2.0
+# How often each relay looks for alerts due in the outbox.
+ALERT_SEND_SECONDS = 1.0
 
 
 @dataclass
@@ -120,6 +125,11 @@ class Relay:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._links: dict[str, _Link] = {}
         self._loops: list[asyncio.Task[None]] = []
+        self.watchdog = Watchdog(
+            lead=lambda: self.leases.lead(LEADER_ROLE),
+            probe_upstream=lambda: self.client.probe(),
+        )
+        self.alert_check_seconds = settings.MEETINGDASH_ALERT_CHECK_SECONDS
         self.transcripts = TranscriptPollers(
             lambda: self.client, settings.MEETINGDASH_TRANSCRIPT_POLL_SECONDS
         )
@@ -151,6 +161,16 @@ class Relay:
                 self._every(self.leases.ttl_seconds / 3, self.renew_leases), name="relay:leases"
             ),
         ]
+        if self.alert_check_seconds > 0:
+            self._loops += [
+                asyncio.create_task(
+                    self._every(self.alert_check_seconds, self.check_alerts_once),
+                    name="relay:watchdog",
+                ),
+                asyncio.create_task(
+                    self._every(ALERT_SEND_SECONDS, self.send_alerts_once), name="relay:alerts"
+                ),
+            ]
         if self.discovery_seconds > 0:
             self._loops.append(
                 asyncio.create_task(
@@ -180,6 +200,7 @@ class Relay:
             telemetry.events_dropped.labels("shutdown").inc(lost)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(STOP_LEASES_SECONDS):
+                await self.leases.resign(LEADER_ROLE)
                 for session_id in list(self._tasks):
                     await self._release(session_id)
         self._tasks.clear()
@@ -323,6 +344,15 @@ class Relay:
             with contextlib.suppress(Exception):
                 await database_sync_to_async(services.mark_streams_alive)(live)
 
+    async def check_alerts_once(self) -> CheckReport:
+        """The watchdog (stuck sessions, the upstream down), if this relay leads it."""
+        return await self.watchdog.check_once()
+
+    async def send_alerts_once(self) -> int:
+        """Send the outbox's due alerts (every relay: a claim makes each row one relay's)."""
+        sent: int = await sender.send_due_once(self.leases.owner)
+        return sent
+
     async def flush(self, session_id: str) -> None:
         """Until everything handled so far for the session is stored (tests, shutdown)."""
         link = self._links.get(session_id)
@@ -346,6 +376,8 @@ class Relay:
             if link.want_snapshot:
                 # Before the connection opens: it precedes every event the stream sends.
                 link.snapshot = await self.snapshot(session_id)
+                if link.snapshot is not None:
+                    await link.writes.put(_metadata_write(link.snapshot))
             await link.writes.put(_link_write(session_id, item))
             return True
         if item.state is LinkStateName.LIVE:
@@ -520,6 +552,15 @@ def _event_write(session_id: str, event: UpstreamEvent) -> Write:
         lambda: services.arecord_event(session_id=session_id, event=event),
         f"a {type(event).__name__} event",
         note_refused,
+    )
+
+
+def _metadata_write(snapshot: UpstreamSession) -> Write:
+    """Bot name, platform and link of a session watched by id alone (alert rules and the
+    list's filters match on them)."""
+    return Write(
+        lambda: database_sync_to_async(lookups.store_sessions)([snapshot]),
+        "the session's bot name and platform",
     )
 
 

@@ -265,6 +265,11 @@ class MeetingBuddyClient:
             page += 1
         return list(sessions.values())
 
+    async def probe(self) -> None:
+        """One cheap authenticated request (the first session of the list): raises the
+        typed error when the upstream cannot be reached or refuses us."""
+        await self._request("GET", "/sessions", params={"page": 1, "page_size": 1})
+
     @staticmethod
     def _page(body: Any) -> tuple[list[Any], int | None]:
         if isinstance(body, list):  # tolerate an unpaginated bare array
