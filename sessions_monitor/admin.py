@@ -398,6 +398,7 @@ class MeetingSessionAdmin(HistoryAdmin):
             "dashboard_url": dashboard_url(session.session_id),
             "events_url": events_changelist_url(session.session_id),
             "presences_url": presences_changelist_url(session.session_id),
+            "alert_deliveries_url": alerts_admin.session_deliveries_url(session.session_id),
             "event_count": event_count,
             "presence_count": presence_count,
             "events": inline_events(session),
@@ -824,3 +825,5 @@ __all__ = [
     "SessionEventAdmin",
     "session_timeline",
 ]
+
+from sessions_monitor.alerts import admin as alerts_admin  # noqa: E402 (registers them)

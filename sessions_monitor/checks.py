@@ -39,3 +39,17 @@ def check_simulator(app_configs: Any = None, **kwargs: Any) -> list[Warning | Er
                 )
             )
     return problems
+
+
+@register(Tags.security, deploy=True)
+def check_demo_alerts(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    if settings.MEETINGDASH_DEMO_ALERTS and not settings.DEBUG:
+        return [
+            Warning(
+                "The demo alert receiver is mounted (MEETINGDASH_DEMO_ALERTS=1): "
+                "/_demo/alerts/receive accepts webhooks and shows them to every logged-in user.",
+                hint="Unset MEETINGDASH_DEMO_ALERTS; it is for `make demo`.",
+                id="meetingdash.W003",
+            )
+        ]
+    return []

@@ -6,6 +6,7 @@ import os
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
@@ -27,3 +28,11 @@ class Command(BaseCommand):
             "\n  Demo login: username 'demo', password "
             f"'{password}'\n  Open http://127.0.0.1:8000/ once the server says it is serving.\n"
         )
+        if settings.MEETINGDASH_DEMO_ALERTS:
+            from sessions_monitor.alerts import demo
+
+            demo.ensure_demo_rules()
+            self.stdout.write(
+                f"  Alerts of the rules “{demo.FAILURE_RULE}” and “{demo.STUCK_RULE}” arrive at "
+                f"{settings.MEETINGDASH_PUBLIC_URL}{demo.PAGE_PATH} (rules: Admin → Alert rules).\n"
+            )
