@@ -2,7 +2,8 @@
 and the sessions' audit trail ("Export control actions": one row per send or stop, with who
 asked, how, what was asked and what the upstream answered). The audit trail is its own file
 rather than a column of the event export: its rows are per action, not per event, and a
-summary squeezed into every event row would repeat it thousands of times.
+summary squeezed into every event row would repeat it thousands of times. The dashboard
+list's "Download CSV" uses the same writer and cell rules for the sessions of its filter.
 
 Under ASGI the rows come from an async iterator (`aiter_events_csv`), under WSGI from a sync
 one: either way a big export is never held in memory.
@@ -21,7 +22,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
-from sessions_monitor import selectors
+from sessions_monitor import presentation, selectors
+from sessions_monitor.list_filters import ListFilters
 from sessions_monitor.models import ControlAction
 
 # The stored event's columns after its session's id, without the payload and the gap's start.
@@ -132,6 +134,56 @@ def events_csv_response(request: HttpRequest, session_ids: list[str]) -> Streami
         else iter_events_csv(session_ids)
     )
     return _csv_attachment(content, "session-events")
+
+
+# The sessions themselves (the dashboard list's "Download CSV"): the admin session list's
+# columns, its duration in whole seconds (ended, or now, minus started; empty when unknown).
+SESSION_CSV_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "bot_name",
+    "platform",
+    "status",
+    "started_at",
+    "ended_at",
+    "duration_seconds",
+    "peak_participants",
+    "error_code",
+)
+_SESSION_READ_COLUMNS = tuple(c for c in SESSION_CSV_COLUMNS if c != "duration_seconds")
+
+
+def _session_line(writer: Any, row: dict[str, Any], now: dt.datetime) -> str:
+    seconds = presentation.session_duration(row["started_at"], row["ended_at"], now)
+    row = {**row, "duration_seconds": None if seconds is None else max(0, int(seconds))}
+    return str(writer.writerow([_csv_cell(row[column]) for column in SESSION_CSV_COLUMNS]))
+
+
+def iter_sessions_csv(filters: ListFilters, *, chunk_size: int = 2000) -> Iterator[str]:
+    now = timezone.now()
+    writer = csv.writer(_Echo())
+    yield str(writer.writerow(SESSION_CSV_COLUMNS))
+    rows = selectors.session_export_rows(filters, _SESSION_READ_COLUMNS, now)
+    for row in rows.iterator(chunk_size=chunk_size):
+        yield _session_line(writer, row, now)
+
+
+async def aiter_sessions_csv(filters: ListFilters, *, chunk_size: int = 2000) -> AsyncIterator[str]:
+    now = timezone.now()
+    writer = csv.writer(_Echo())
+    yield str(writer.writerow(SESSION_CSV_COLUMNS))
+    rows = selectors.session_export_rows(filters, _SESSION_READ_COLUMNS, now)
+    async for row in rows.aiterator(chunk_size=chunk_size):
+        yield _session_line(writer, row, now)
+
+
+def sessions_csv_response(request: HttpRequest, filters: ListFilters) -> StreamingHttpResponse:
+    """Every session of the list's filter, streamed (async under ASGI, as `events_csv_response`)."""
+    content: Iterator[str] | AsyncIterator[str] = (
+        aiter_sessions_csv(filters)
+        if isinstance(request, ASGIRequest)
+        else iter_sessions_csv(filters)
+    )
+    return _csv_attachment(content, "sessions")
 
 
 def _csv_attachment(

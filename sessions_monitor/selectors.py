@@ -17,11 +17,12 @@ from typing import Any
 
 from django.core.paginator import Page, Paginator
 from django.db import connections
-from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from sessions_monitor import presentation, timeline
+from sessions_monitor.list_filters import ListFilters
 from sessions_monitor.models import (
     EventKind,
     MeetingSession,
@@ -71,7 +72,6 @@ SUMMARY_FIELDS: tuple[str, ...] = (
     "stream_alive_at",
     "watched",
     "peak_participants",
-    "stuck_since",
 )
 PRESENCE_FIELDS = ("participant_name", "joined_at", "left_at", "join_seq")
 
@@ -251,38 +251,44 @@ def read_live_regions(
 
 def filter_queryset(filter_name: str) -> QuerySet[MeetingSession]:
     """The sessions of one list filter (see `presentation.status_category`)."""
-    sessions = MeetingSession.objects.all()
-    live = ~Q(status__in=TERMINAL_STATUSES)
-    if filter_name == "live":
-        return sessions.filter(live).exclude(stream_state=LOST_CONTACT)
-    if filter_name == "attention":
-        return sessions.filter(live, stream_state=LOST_CONTACT)
-    if filter_name == "ended":
-        return sessions.filter(status__in=TERMINAL_STATUSES)
-    if filter_name == "failed":
-        return sessions.filter(status="failed")
-    return sessions
+    return ListFilters(filter=filter_name).apply(MeetingSession.objects.all())
+
+
+def _searched(sessions: QuerySet[MeetingSession], query: str) -> QuerySet[MeetingSession]:
+    """Search: ids, bots, links, participants, error codes and messages."""
+    if not query:
+        return sessions
+    people = Presence.objects.filter(participant_name__icontains=query).values("session_id")
+    return sessions.filter(
+        Q(session_id__icontains=query)
+        | Q(bot_name__icontains=query)
+        | Q(meeting_link__icontains=query)
+        | Q(error_code__icontains=query)
+        | Q(error_message__icontains=query)
+        | Q(session_id__in=people)
+    )
+
+
+def listed_sessions(filters: ListFilters, now: datetime | None = None) -> QuerySet[MeetingSession]:
+    """Every session the list shows for these filters, in its order (lazy: the CSV export
+    streams it)."""
+    now = now or timezone.now()
+    sessions = _searched(filters.apply(MeetingSession.objects.all(), now), filters.query)
+    return sessions.order_by(*filters.ordering(now))
 
 
 def search_sessions(
-    *, filter_name: str, query: str, page_number: str | int | None, per_page: int = 25
+    *,
+    filter_name: str,
+    query: str,
+    page_number: str | int | None,
+    per_page: int = 25,
+    filters: ListFilters | None = None,
 ) -> Page[SessionView]:
-    """The list page: filter, search (ids, bots, links, participants, error codes and
-    messages), newest started first: a stable order, so rows never jump on an update."""
-    sessions = filter_queryset(filter_name)
-    if query:
-        people = Presence.objects.filter(participant_name__icontains=query).values("session_id")
-        sessions = sessions.filter(
-            Q(session_id__icontains=query)
-            | Q(bot_name__icontains=query)
-            | Q(meeting_link__icontains=query)
-            | Q(error_code__icontains=query)
-            | Q(error_message__icontains=query)
-            | Q(session_id__in=people)
-        )
-    ordered = sessions.order_by(
-        F("started_at").desc(nulls_last=True), "-first_seen_at", "session_id"
-    ).values(*SESSION_FIELDS)
+    """The list page: its filters and search, newest started first by default: a stable
+    order, so rows never jump on an update."""
+    filters = filters or ListFilters(filter=filter_name, query=query)
+    ordered = listed_sessions(filters).values(*SESSION_FIELDS)
     page = Paginator(ordered, per_page).get_page(page_number)
     now = timezone.now()
     page.object_list = [presentation.session_view(row, now) for row in page.object_list]
@@ -303,17 +309,22 @@ def filter_counts() -> dict[str, int]:
     return {key: int(value or 0) for key, value in counts.items()}
 
 
-def recently_ended(minutes: int, limit: int = 10, now: datetime | None = None) -> list[SessionView]:
+def recently_ended(
+    minutes: int,
+    limit: int = 10,
+    now: datetime | None = None,
+    filters: ListFilters | None = None,
+) -> list[SessionView]:
     """Sessions that ended (or failed) within the last `minutes`, newest first: Live keeps
-    showing them, so a failure never just disappears from it."""
+    showing them, so a failure never just disappears from it. With `filters`, only those
+    they let through (whatever the tab)."""
     now = now or timezone.now()
-    rows = (
-        MeetingSession.objects.filter(
-            status__in=TERMINAL_STATUSES, ended_at__gte=now - timedelta(minutes=minutes)
-        )
-        .order_by("-ended_at", "session_id")
-        .values(*SESSION_FIELDS)[:limit]
+    sessions = MeetingSession.objects.filter(
+        status__in=TERMINAL_STATUSES, ended_at__gte=now - timedelta(minutes=minutes)
     )
+    if filters is not None:
+        sessions = filters.beside_tab.apply(sessions, now)
+    rows = sessions.order_by("-ended_at", "session_id").values(*SESSION_FIELDS)[:limit]
     return [presentation.session_view(row, now) for row in rows]
 
 
@@ -338,22 +349,64 @@ def read_overall_upstream(now: datetime | None = None) -> Freshness:
 
 
 def list_page(
-    *, filter_name: str, query: str, page_number: str | int | None, per_page: int = 25
+    *,
+    filter_name: str,
+    query: str,
+    page_number: str | int | None,
+    per_page: int = 25,
+    filters: ListFilters | None = None,
 ) -> dict[str, Any]:
     """Everything the list page shows, for its first render and for live (re)loads."""
     minutes = presentation.recent_minutes()
     counts = filter_counts()
+    filters = filters or ListFilters(filter=filter_name, query=query)
     return {
         "page_obj": search_sessions(
-            filter_name=filter_name, query=query, page_number=page_number, per_page=per_page
+            filter_name=filters.filter,
+            query=filters.query,
+            page_number=page_number,
+            per_page=per_page,
+            filters=filters,
         ),
-        "filter": filter_name,
-        "query": query,
+        "filter": filters.filter,
+        "query": filters.query,
+        "tools": filters,
         "filters": [(key, label, counts[key]) for key, label in FILTERS.items()],
-        "recent": recently_ended(minutes),
+        "recent": recently_ended(minutes, filters=filters),
         "recent_minutes": minutes,
         "overall": read_overall_upstream(),
     }
+
+
+MAX_BOT_CHOICES = 500
+
+
+def list_tool_choices() -> dict[str, list[str]]:
+    """The values present, for the list's filter bar: platforms, error codes, bot names."""
+
+    def present(column: str, limit: int | None = None) -> list[str]:
+        values = (
+            MeetingSession.objects.exclude(**{column: ""})
+            .order_by(column)
+            .values_list(column, flat=True)
+            .distinct()
+        )
+        return list(values[:limit] if limit else values)
+
+    return {
+        "platforms": present("platform"),
+        "error_codes": present("error_code"),
+        "bot_names": present("bot_name", MAX_BOT_CHOICES),
+    }
+
+
+def session_export_rows(
+    filters: ListFilters, columns: tuple[str, ...], now: datetime | None = None
+) -> QuerySet[MeetingSession, dict[str, Any]]:
+    """The sessions of the list's current filter, every page, for the CSV export: lazy, to
+    be streamed in chunks (values(), which stays lazy for aiterator(), see `export_rows`)."""
+    rows: QuerySet[MeetingSession, dict[str, Any]] = listed_sessions(filters, now).values(*columns)
+    return rows
 
 
 # --- admin ----------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_list_shows_row_fields_and_the_live_channel(client_alice: Client) -> Non
     assert "Google Meet" in html and "meet.google.com" in html
     assert "In meeting" in html  # the badge has text, not only colour
     assert 'ws-connect="/ws/sessions/"' in html
-    assert 'hx-trigger="htmx:wsOpen from:body"' in html
+    assert 'hx-trigger="htmx:wsOpen from:body, list-params-changed from:body"' in html
     assert 'id="browser-link"' in html and 'id="upstream-link"' in html
     assert 'aria-live="polite"' in html and 'href="#main"' in html
     assert "cdn" not in html.lower()
