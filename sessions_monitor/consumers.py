@@ -11,13 +11,20 @@ Protocol (htmx 2 + ws extension on the page, see the page templates):
 - The consumer subscribes to the hub BEFORE it reads any history, then accepts.
 - On every (re)connect the page sends a hello from a `ws-send` form triggered by
   `htmx:wsOpen`: the detail page `{"after": <last seq it holds>}`, the list page its
-  `filter`, `q` and `page`. Nothing is sent before the hello.
+  `page` and its list params (`filter`, `q`, `status`, `platform`, … `sort`: see
+  `list_filters`; again after the filter bar swapped the list). Nothing is sent before it.
 - Detail: the answer to a hello is exactly the stored events after `after` (or, past
   REPLAY_LIMIT, the regions re-rendered from history with a note), then live events with
   seq > the last one sent. Events at or below it are dropped, a hole is filled from
   history: no row twice, none skipped. A `resync` from the hub re-renders the regions.
 - List: the answer to a hello is the list re-rendered for the page's parameters, then row
-  moves/updates/removals per summary.
+  moves/updates/removals per summary, decided by `ListFilters.matches` (the same rules as
+  the first render's query). Under a sort other than newest started first, a session that
+  newly matches (or, sorted by status, any matching update) re-renders the list instead.
+- Both pages also get toasts: every alert (`session.alert`, from the hub's alerts feed) about a
+  session or bot name the page's user follows, at any time, as a fragment prepended to
+  `#toasts`. Who follows it is read once per process per alert and the toast rendered once
+  per process per alert (`follows`); a follow made a moment ago counts from the next alert.
 - Each frame is a set of out-of-band fragments. Everything queued is drained into ONE frame
   (coalescing), and every fragment that depends only on the event is rendered once per
   process per message via `HubMessage.render` and shared by every viewer.
@@ -37,8 +44,9 @@ from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.html import escape, format_html
 
-from sessions_monitor import access, limits, presentation, selectors, transcripts
+from sessions_monitor import access, follows, limits, presentation, selectors, transcripts
 from sessions_monitor.hub import HubUnavailable, Subscription, get_hub
+from sessions_monitor.list_filters import HELLO_PARAMS, ListFilters
 from sessions_monitor.messages import HubMessage
 from sessions_monitor.models import EventKind
 from sessions_monitor.upstream import is_valid_session_id
@@ -188,6 +196,7 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         self.subscriptions = []
         self.pump = None
         self.keepalive: asyncio.Task[None] | None = None
+        self.toasts: asyncio.Task[None] | None = None
         self.occupancy: limits.Occupancy | None = None
         credential = access.credential_for_user(self.scope)
         refusal = self.refusal(credential)
@@ -201,6 +210,8 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         if refusal is None:
             try:
                 await self.subscribe()
+                self.alerts = await get_hub().subscribe_alerts(kind="page-alerts")
+                self.subscriptions.append(self.alerts)
             except HubUnavailable:
                 refusal = CLOSE_TRY_AGAIN
         if refusal is not None:
@@ -211,6 +222,7 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.last_send = asyncio.get_running_loop().time()
         self.keepalive = asyncio.ensure_future(self._guard(self._keepalives()))
+        self.toasts = asyncio.ensure_future(self._guard(self._toasts()))
         self.accepted()
 
     def refusal(self, credential: access.Credential | None) -> int | None:
@@ -260,7 +272,7 @@ class _LiveConsumer(AsyncWebsocketConsumer):
         """Start what may send on its own (after `accept()`)."""
 
     async def disconnect(self, code: int) -> None:
-        for task in (self.pump, self.keepalive):
+        for task in (self.pump, self.keepalive, self.toasts):
             if task is not None:
                 task.cancel()
         for subscription in self.subscriptions:
@@ -274,6 +286,23 @@ class _LiveConsumer(AsyncWebsocketConsumer):
             return False
         await self.close(code=CLOSE_FEED_LOST)
         return True
+
+    async def _toasts(self) -> None:
+        """Toasts of the alerts about what this page's user follows. (A `resync` of the
+        alerts feed brings nothing back: a missed toast stays missed, the session's page and
+        the outbox's deliveries still say what happened.)"""
+        while True:
+            batch = await next_batch(self.alerts)
+            if not batch:
+                continue
+            if await self._lost(batch):
+                return
+            parts: list[str] = []
+            for message in batch:
+                if message.kind == "alert" and self.credential.user_id in await followers(message):
+                    parts.append(str(message.render("dash.toast", follows.render_toast)))
+            if parts:
+                await self.send(text_data="".join(parts))
 
     def start(self, coroutine: Awaitable[None]) -> None:
         if self.pump is not None:
@@ -455,7 +484,8 @@ class SessionDetailConsumer(_LiveConsumer):
         return render_once_async(message, key, read_and_render)
 
     async def _badges(self) -> None:
-        """The upstream badge follows the session's summaries (stream state changes)."""
+        """The upstream and stuck badges follow the session's summaries (stream state
+        changes, the watchdog's stuck flag)."""
         while True:
             batch = await next_batch(self.summaries)
             if not batch:
@@ -465,7 +495,7 @@ class SessionDetailConsumer(_LiveConsumer):
             if any(m.kind == "resync" for m in batch):
                 session = await database_sync_to_async(selectors.read_session)(self.session_id)
                 if session is not None:
-                    self.last_badge = render_link_badge(session.upstream)
+                    self.last_badge = render_detail_badges(session)
                     await self.send(text_data=self.last_badge)
                 continue
             # Only this session's summaries reach this subscription: the newest one counts.
@@ -479,6 +509,8 @@ class SessionListConsumer(_LiveConsumer):
     async def subscribe(self) -> None:
         self.summaries = await get_hub().subscribe(None, kind="page")
         self.subscriptions = [self.summaries]
+        self.filters = ListFilters()
+        self.reload = False
         self.filter = "live"
         self.query = ""
         self.page = 1
@@ -487,14 +519,14 @@ class SessionListConsumer(_LiveConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
             hello = json.loads(text_data or "")
-            self.filter = str(hello.get("filter", "live"))
-            self.query = str(hello.get("q", ""))[:200].strip()
+            params = {name: str(hello[name]) for name in HELLO_PARAMS if name in hello}
             self.page = max(1, int(hello.get("page", 1)))
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, KeyError):
             await self.close(code=CLOSE_BAD_REQUEST)
             return
-        if self.filter not in presentation.FILTERS:
-            self.filter = "live"
+        # The page's own params: what its first render parsed, with the same rules.
+        self.filters = ListFilters.from_params({"filter": "live", **params})
+        self.filter, self.query = self.filters.filter, self.filters.query
         self.start(self._pump())
 
     async def _pump(self) -> None:
@@ -508,6 +540,8 @@ class SessionListConsumer(_LiveConsumer):
             if any(message.kind == "resync" for message in batch):
                 await self._send_list()
                 continue
+            received_at = asyncio.get_running_loop().time()
+            self.reload = False
             latest: dict[str, HubMessage] = {}
             for message in batch:
                 if message.kind == "summary" and message.session_id:
@@ -517,9 +551,13 @@ class SessionListConsumer(_LiveConsumer):
             announcements: list[str] = []
             for message in latest.values():
                 parts.extend(self._row_changes(message, announcements))
-            if latest:
+            if self.reload:
+                # A sorted list's new row belongs at its place: the list afresh (chips, strip
+                # and badge come with it).
+                parts = [await self._list_html(not_before=received_at)]
+            elif latest:
                 parts.append(await _overall_badge(batch[-1]))
-                parts.append(await _filter_chips(batch[-1], self.filter, self.query))
+                parts.append(await _filter_chips(batch[-1], self.filter, self.query, self.filters))
             if announcements:
                 parts.append(announce(" ".join(announcements)))
             if parts:
@@ -527,12 +565,17 @@ class SessionListConsumer(_LiveConsumer):
 
     async def _send_list(self) -> None:
         """The list for this page's parameters, fresh from the database (after a (re)connect)."""
-        params = (self.filter, self.query, self.page)
+        await self.send(text_data=await self._list_html(not_before=self.subscribed_at))
+
+    async def _list_html(self, *, not_before: float) -> str:
+        filters, page = self.filters, self.page
         html, on_screen = await single_flight(
-            ("list", *params), lambda: render_list(*params), not_before=self.subscribed_at
+            ("list", filters.key, page),
+            lambda: render_list(filters.filter, filters.query, page, filters),
+            not_before=not_before,
         )
         self.on_screen = list(on_screen)
-        await self.send(text_data=html)
+        return html
 
     def _row_changes(self, message: HubMessage, announcements: list[str]) -> list[str]:
         """The fragments one summary changes on this page. Rows keep their place (newest
@@ -543,11 +586,13 @@ class SessionListConsumer(_LiveConsumer):
         status, stream_state = str(data.get("status") or ""), str(data.get("stream_state") or "")
         shown = session_id in self.on_screen
         haystack = " ".join(str(data.get(name) or "") for name in SEARCHED).lower()
-        wanted = presentation.matches_filter(status, self.filter, stream_state) and (
+        wanted = self.filters.matches(data) and (
             shown or not self.query or self.query.lower() in haystack
         )
         parts: list[str] = []
-        if wanted and shown:
+        if wanted and not self.filters.is_default_sort and (not shown or self.sorts_by_status):
+            self.reload = True  # its place depends on the sort: `_pump` re-renders the list
+        elif wanted and shown:
             parts.append(str(message.render("dash.row.replace", row_in_place)))
         elif wanted and self.page == 1:
             parts.append(str(message.render("dash.row.top", row_at_top)))
@@ -560,10 +605,18 @@ class SessionListConsumer(_LiveConsumer):
             where = moved_to(self.filter, status, stream_state)
             if where:
                 announcements.append(str(message.render(f"dash.moved:{where}", announcement_of)))
-        if self.filter in RECENT_ON and message.render("dash.recent?", recently_ended_now):
+        if (
+            self.filter in RECENT_ON
+            and self.filters.beside_tab.matches(data)
+            and message.render("dash.recent?", recently_ended_now)
+        ):
             # (rendered "1" or "" once per process per message, like every fragment)
             parts.append(str(message.render("dash.recent.row", recent_row_at_top)))
         return parts
+
+    @property
+    def sorts_by_status(self) -> bool:
+        return self.filters.sort.lstrip("-") == "status"
 
 
 SEARCHED = ("session_id", "bot_name", "meeting_link", "error_code", "error_message")
@@ -647,13 +700,19 @@ async def reload(session_id: str) -> tuple[str, int]:
     return render_to_string(f"{DETAIL}#live-reload", context), detail.last_seq
 
 
-async def render_list(filter_name: str, query: str, page_number: int) -> tuple[str, list[str]]:
+async def render_list(
+    filter_name: str, query: str, page_number: int, filters: ListFilters | None = None
+) -> tuple[str, list[str]]:
     """The list region, the recently ended strip, the chips and the overall badge for these
-    parameters, and the session ids on the page."""
+    parameters (`filters`, when given, holds them all), and the session ids on the page."""
 
     def read() -> dict[str, Any]:
         context = selectors.list_page(
-            filter_name=filter_name, query=query, page_number=page_number, per_page=PER_PAGE
+            filter_name=filter_name,
+            query=query,
+            page_number=page_number,
+            per_page=PER_PAGE,
+            filters=filters,
         )
         context["page_obj"].paginator.num_pages  # noqa: B018 (count now, not while rendering)
         return context
@@ -698,12 +757,36 @@ def render_link_badge(freshness: presentation.Freshness) -> str:
     )
 
 
+def followers(message: HubMessage) -> Awaitable[frozenset[int]]:
+    """Who follows an alert's session or bot name: one read per process per alert."""
+    data = message.data
+
+    def read() -> frozenset[int]:
+        return follows.followers_of(str(data["session_id"]), str(data.get("bot_name") or ""))
+
+    shared = message.render(
+        "dash.alert.followers",
+        lambda _message: cast(str, asyncio.ensure_future(database_sync_to_async(read)())),
+    )
+    return await_shared(cast("asyncio.Future[frozenset[int]]", shared))
+
+
+def render_detail_badges(session: presentation.SessionView) -> str:
+    """What the detail page shows from summaries alone: the upstream badge, and the stuck
+    badge (the watchdog flags a stuck session with a summary, not an event)."""
+    stuck = render_to_string(
+        "sessions_monitor/components.html#stuck-badge",
+        {"session": session, "slot": True, "oob": True},
+    )
+    return render_link_badge(session.upstream) + stuck
+
+
 def summary_link_badge(message: HubMessage) -> str:
-    return render_link_badge(presentation.session_view(message.data).upstream)
+    return render_detail_badges(presentation.session_view(message.data))
 
 
-# The detail page's upstream badge: most summaries leave it as it was, and the hub drops
-# those before they wake the page.
+# The detail page's upstream and stuck badges: most summaries leave them as they were, and
+# the hub drops those before they wake the page.
 LINK_BADGE = ("dash.badge", summary_link_badge)
 
 
@@ -748,16 +831,26 @@ def announce(text: str) -> str:
     return format_html('<div hx-swap-oob="innerHTML:#live-announcer"><p>{}</p></div>', text)
 
 
-def _filter_chips(message: HubMessage, filter_name: str, query: str) -> Awaitable[str]:
+def _filter_chips(
+    message: HubMessage, filter_name: str, query: str, tools: ListFilters | None = None
+) -> Awaitable[str]:
     """The chips with fresh counts: one count query and render per process per message."""
+    tools = tools or ListFilters(filter=filter_name, query=query)
 
     async def read_and_render() -> str:
         counts = await database_sync_to_async(selectors.filter_counts)()
         filters = [(key, label, counts[key]) for key, label in presentation.FILTERS.items()]
-        context = {"filters": filters, "filter": filter_name, "query": query, "oob": True}
+        context = {
+            "filters": filters,
+            "filter": filter_name,
+            "query": query,
+            "tools": tools,
+            "oob": True,
+        }
         return render_to_string(f"{LIST}#filter-chips", context)
 
-    return render_once_async(message, f"dash.chips:{filter_name}:{query}", read_and_render)
+    key = f"dash.chips:{filter_name}:{tools.query_string}"
+    return render_once_async(message, key, read_and_render)
 
 
 def delete_row(session_id: str) -> str:

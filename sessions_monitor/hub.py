@@ -12,6 +12,10 @@ page) gets each; a subscriber of one session's (`subscribe_summaries`: the detai
 badge, the widget) gets only that session's, routed here by session id, so a thousand
 widgets on a thousand sessions do not each wake for every change of every session.
 
+Alerts (`session.alert`, for followers' toasts) have one group of their own, `alerts`, joined
+once per process like the summaries (`subscribe_alerts`): every live page gets every alert
+and keeps those of what its user follows.
+
 Why not one group membership per subscriber: measured ~6x the CPU and latency at 1,000
 subscribers, and the in-memory layer degrades quadratically (shared/relay-performance.md).
 
@@ -39,6 +43,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 
 from sessions_monitor import telemetry
 from sessions_monitor.messages import (
+    ALERTS_GROUP,
     SESSIONS_GROUP,
     HubMessage,
     is_stop,
@@ -56,6 +61,8 @@ JOIN_TIMEOUT_SECONDS = 10.0
 # A feed down this long makes its subscribers reconnect rather than wait.
 DOWN_GRACE_SECONDS = 5.0
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+# The key of the alerts feed among the feeds (keyed by session id): no session id looks so.
+ALERTS_FEED = ":alerts"
 
 
 class HubUnavailable(RuntimeError):
@@ -267,10 +274,20 @@ class Hub:
         feed.routes.setdefault(session_id, set()).add(subscription)
         return await self._joined(feed, subscription)
 
+    async def subscribe_alerts(self, *, maxsize: int = 100, kind: str = "other") -> Subscription:
+        """Subscribe to every `session.alert` (`messages.ALERTS_GROUP`), like `subscribe`."""
+        feed = self._feed(ALERTS_FEED)
+        subscription = Subscription(self, ALERTS_FEED, maxsize, kind)
+        feed.subscribers.add(subscription)
+        return await self._joined(feed, subscription)
+
     def _feed(self, session_id: str | None) -> _Feed:
         feed = self._feeds.get(session_id)
         if feed is None:
-            group = SESSIONS_GROUP if session_id is None else session_group(session_id)
+            if session_id == ALERTS_FEED:
+                group = ALERTS_GROUP
+            else:
+                group = SESSIONS_GROUP if session_id is None else session_group(session_id)
             feed = self._feeds[session_id] = _Feed(group)
             feed.task = asyncio.create_task(self._read(feed), name=f"hub:{group}")
         return feed

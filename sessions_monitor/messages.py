@@ -6,6 +6,8 @@
   with the summary as it is after the event;
 - group `session.<id>` also: a `session.transcript` with the transcript segments the relay
   just stored (no seq: a missed one is covered by the page's resync, which re-reads them);
+- group `alerts`: a `session.alert` when a session fails, is lost, gets stuck or moves on
+  from being stuck (followers' toasts; `AlertMessage`);
 - channel `session-relay`: `session.watch` / `session.unwatch`, for whichever relay reads it;
 - a hub's own reader channel: `hub.stop`, which ends that reader (see `Hub._release`).
 
@@ -39,7 +41,7 @@ UNWATCH: Final = "session.unwatch"
 HUB_STOP: Final = "hub.stop"
 ALERT: Final = "session.alert"
 
-Kind = Literal["event", "summary", "transcript", "resync", "lost"]
+Kind = Literal["event", "summary", "transcript", "alert", "resync", "lost"]
 Rendered = bytes | str
 Receiver = Literal["hub", "relay"]
 
@@ -172,8 +174,8 @@ class HubMessage:
 
 
 def parse_hub_message(raw: Mapping[str, Any]) -> HubMessage | None:
-    """A `session.event`, `session.transcript` or `sessions.summary` as a HubMessage; None (logged, counted) for
-    anything else."""
+    """A `session.event`, `session.transcript`, `sessions.summary` or `session.alert` as a
+    HubMessage; None (logged, counted) for anything else."""
     parsed = _hub_message(raw)
     if isinstance(parsed, str):
         _dropped("hub", raw, parsed)
@@ -218,7 +220,34 @@ def _hub_message(raw: Mapping[str, Any]) -> HubMessage | str:
         if not isinstance(session_id, str) or not session_id:
             return "a summary without a session id"
         return HubMessage("summary", session_id, data)
+    if kind == ALERT:
+        return _alert(raw)
     return "an unknown message type"
+
+
+ALERT_KINDS: Final = frozenset({"failed", "stuck", "lost", "resolved"})
+ALERT_FIELDS: Final = (
+    "kind",
+    "session_id",
+    "bot_name",
+    "platform",
+    "status",
+    "error_code",
+    "error_message",
+    "text",
+    "at",
+)
+
+
+def _alert(raw: Mapping[str, Any]) -> HubMessage | str:
+    session_id = raw.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        return "an alert without a session id"
+    if raw.get("kind") not in ALERT_KINDS:
+        return "an alert of an unknown kind"
+    if not all(isinstance(raw.get(name) or "", str) for name in ALERT_FIELDS):
+        return "an alert with a field that is not text"
+    return HubMessage("alert", session_id, {name: raw.get(name) or "" for name in ALERT_FIELDS})
 
 
 def _watch_request(raw: Mapping[str, Any]) -> WatchRequest | str:

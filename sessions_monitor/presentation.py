@@ -464,10 +464,23 @@ class SessionView:
     last_seq: int
     participants_present: int
     now: datetime
+    # The status_since of the status the watchdog found it stuck in (None: not stuck).
+    stuck_since: datetime | None = None
 
     @property
     def status_label(self) -> str:
         return status_label(self.status)
+
+    @property
+    def is_stuck(self) -> bool:
+        return self.stuck_since is not None and not self.is_terminal
+
+    @property
+    def stuck_for(self) -> str:
+        """How long it has been in the status it is stuck in ('' when not stuck)."""
+        if not self.is_stuck:
+            return ""
+        return format_duration(session_duration(self.stuck_since, None, self.now))
 
     @property
     def tone(self) -> str:

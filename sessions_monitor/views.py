@@ -6,6 +6,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -15,6 +16,7 @@ from django_htmx.middleware import HtmxDetails
 
 from sessions_monitor import (
     control,
+    follows,
     health,
     lookups,
     metrics,
@@ -24,6 +26,7 @@ from sessions_monitor import (
     transcripts,
 )
 from sessions_monitor.forms import WatchForm
+from sessions_monitor.list_filters import ListFilters
 from sessions_monitor.process import relay_of
 from sessions_monitor.upstream import is_valid_session_id
 
@@ -47,17 +50,22 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def _list_context(request: HttpRequest, watch_form: WatchForm | None = None) -> dict[str, Any]:
-    filter_name = request.GET.get("filter", "live")
-    if filter_name not in presentation.FILTERS:
-        filter_name = "live"
-    query = request.GET.get("q", "").strip()[:200]
+    filters = ListFilters.from_params(request.GET)
     return {
         **selectors.list_page(
-            filter_name=filter_name, query=query, page_number=request.GET.get("page")
+            filter_name=filters.filter,
+            query=filters.query,
+            page_number=request.GET.get("page"),
+            filters=filters,
         ),
         "watch_form": watch_form or WatchForm(),
         "live_url": presentation.LIVE_LIST_URL,
     }
+
+
+# Fired after an htmx swap of the list: the page's live hello (in the swapped region) then
+# tells the socket the new filters.
+LIST_PARAMS_CHANGED = "list-params-changed"
 
 
 @login_required
@@ -65,9 +73,23 @@ def _list_context(request: HttpRequest, watch_form: WatchForm | None = None) -> 
 @vary_on_headers("HX-Request")
 def session_list(request: HtmxHttpRequest) -> HttpResponse:
     template = "sessions_monitor/session_list.html"
-    if request.htmx:
-        template += "#list-region"
-    return render(request, template, _list_context(request))
+    if not request.htmx:
+        context = _list_context(request)
+        context.update(selectors.list_tool_choices())
+        return render(request, template, context)
+    # The filter bar's swap: the list, and the chips (their links carry the filters).
+    context = _list_context(request)
+    html = render_to_string(f"{template}#list-region", context, request) + render_to_string(
+        f"{template}#filter-chips", {**context, "oob": True}, request
+    )
+    response = HttpResponse(html)
+    # The address bar gets the filters' own params (no empty fields, one spelling).
+    tools = context["tools"]
+    response["HX-Push-Url"] = reverse("session-list") + (
+        f"?{tools.query_string}" if tools.query_string else ""
+    )
+    response["HX-Trigger-After-Settle"] = LIST_PARAMS_CHANGED
+    return response
 
 
 @login_required
@@ -85,6 +107,9 @@ def session_detail(request: HtmxHttpRequest, session_id: str) -> HttpResponse:
     context = presentation.detail_context(detail)
     context.update(transcripts.detail_context(session_id))
     context.update(control.detail_context(request.user, session_id))
+    context.update(
+        follows.detail_context(request.user.pk, detail.session, next=request.get_full_path())
+    )
     return render(request, template, context)
 
 
