@@ -26,6 +26,7 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 # Debug and the simulator are on for the demo only: both default to off.
 demo: export DJANGO_DEBUG = 1
 demo: export MEETINGDASH_SIMULATOR = 1
+demo: export MEETINGDASH_DEMO_ALERTS = 1
 demo: $(BASE_STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
@@ -64,6 +65,12 @@ BENCH_SCALE ?= 1
 .PHONY: bench
 bench: $(BASE_STAMP)
 	$(PY) -m bench.run --scale $(BENCH_SCALE) --write docs/benchmarks.md
+
+## bench-insights: /insights/ render p50/p95 at 100k sessions / 1M events on PostgreSQL
+# A private database on DATABASE_URL's (or BENCH_POSTGRES_URL's) server, created and dropped.
+.PHONY: bench-insights
+bench-insights: $(BASE_STAMP)
+	$(PY) -m bench.insights --sessions 100000 --events 1000000
 
 ## screenshots: refresh docs/screenshots from the browser tests (tests never write there)
 screenshots: $(TEST_STAMP)
