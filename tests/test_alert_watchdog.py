@@ -4,6 +4,7 @@ event's transaction, stuck sessions by the watchdog, the upstream down for the d
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -111,7 +112,8 @@ async def start(relay: Relay, simulator_server, session_id: str, *steps: dict[st
             what="the relay's upstream stream",
         )
         await asyncio.to_thread(simulator_server.control.emit, session_id, **step)
-        await eventually(lambda: stored_status(session_id, step["status"]), what=str(step))
+        status = step["status"]
+        await eventually(functools.partial(stored_status, session_id, status), what=status)
 
 
 async def stored_status(session_id: str, status: str) -> bool:
@@ -205,7 +207,9 @@ async def test_a_failure_is_in_the_outbox_with_its_event_and_toasts(
 ) -> None:
     any_failure = await database_sync_to_async(rule)(trigger="failed")
     join_timeouts = await database_sync_to_async(rule)(trigger="failed", error_code="JOIN_TIMEOUT")
-    launch_only = await database_sync_to_async(rule)(trigger="failed", error_code="BOT_LAUNCH_FAILED")
+    launch_only = await database_sync_to_async(rule)(
+        trigger="failed", error_code="BOT_LAUNCH_FAILED"
+    )
     session_id = sid()
     failure = {"status": "failed", "error_code": "JOIN_TIMEOUT", "error_message": "Not admitted"}
     await start(relay, simulator_server, session_id, {"status": "joining"}, failure)

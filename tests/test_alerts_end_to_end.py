@@ -69,12 +69,11 @@ async def test_a_failure_and_a_stuck_session_send_one_of_each_channel(
     hook, slack = webhook_receiver.url_for("/json"), webhook_receiver.url_for("/slack")
 
     @database_sync_to_async
-    def rules() -> dict[str, str]:
-        secrets = {}
-        for trigger, extra in (
-            ("failed", {}),
-            ("stuck", {"status": "waiting", "longer_than_seconds": 1}),
-        ):
+    def rules() -> dict[str, str | None]:
+        secrets: dict[str, str | None] = {}
+        stuck: dict[str, Any] = {"status": "waiting", "longer_than_seconds": 1}
+        no_filters: dict[str, Any] = {}
+        for trigger, extra in (("failed", no_filters), ("stuck", stuck)):
             secrets[f"{trigger}/json"] = create_rule(
                 trigger=trigger, channel="webhook", target=hook, **extra
             ).secret
@@ -127,13 +126,13 @@ async def test_a_failure_and_a_stuck_session_send_one_of_each_channel(
     for request in requests:
         if request.path == "/json":
             kind = json.loads(request.body)["type"].removeprefix("session.")
-            payload = Webhook(secrets[f"{kind}/json"]).verify(request.body, request.headers)
+            payload = Webhook(str(secrets[f"{kind}/json"])).verify(request.body, request.headers)
             session_id = failing if kind == "failed" else waiting
             assert payload["data"]["session_id"] == session_id
         else:
             body = json.loads(request.body)
             kind = "failed" if "failed" in body["text"] else "stuck"
-            Webhook(secrets[f"{kind}/slack"]).verify(request.body, request.headers)
+            Webhook(str(secrets[f"{kind}/slack"])).verify(request.body, request.headers)
             assert set(body) >= {"text", "blocks"}
     subjects = sorted(str(mail.message["subject"]) for mail in smtp_server.messages)
     assert len(subjects) == 2

@@ -26,6 +26,7 @@ from sessions_monitor.models import (
     ApiToken,
     ControlAction,
     EmbedRevocation,
+    Follow,
     MeetingSession,
     Presence,
     SessionEvent,
@@ -58,6 +59,12 @@ OURS: dict[str, Expected] = {
     "api-session-stop": (405, 405, 405, 405),
     "embed-session": (403, 403, 403, 403),  # no token: the refused page, for everyone
     "embed-snippet": (LOGIN, 403, 403, 200),  # the embed permission, not staff
+    "insights": (LOGIN, 200, 200, 200),
+    "alerts": (LOGIN, 200, 200, 200),
+    "follows": (LOGIN, 200, 200, 200),
+    "follow-bot": (LOGIN, 405, 405, 405),  # POST only
+    "session-follow": (LOGIN, 405, 405, 405),  # POST only
+    "session-export": (LOGIN, 200, 200, 200),
 }
 
 ADMIN_SITE: dict[str, Expected] = {
@@ -85,6 +92,9 @@ ADMIN_MODELS = {
     "sessions_monitor_apitoken": True,
     "sessions_monitor_embedrevocation": False,
     "sessions_monitor_controlaction": False,
+    "sessions_monitor_alertrule": True,
+    "sessions_monitor_alertdelivery": False,
+    "sessions_monitor_follow": False,
 }
 
 
@@ -109,6 +119,9 @@ DJANGO_ROUTES: dict[str, Expected] = {
     **admin_model_rows(),
     # The audit trail is never deleted, not even by a superuser.
     "admin:sessions_monitor_controlaction_delete": (ADMIN_LOGIN, ADMIN_LOGIN, 403, 403),
+    # The delivery log and the follows are read-only too.
+    "admin:sessions_monitor_alertdelivery_delete": (ADMIN_LOGIN, ADMIN_LOGIN, 403, 403),
+    "admin:sessions_monitor_follow_delete": (ADMIN_LOGIN, ADMIN_LOGIN, 403, 403),
 }
 
 
@@ -153,6 +166,13 @@ def world(transactional_db: Any) -> dict[str, Any]:
     )
     from django.contrib.auth.models import Group
 
+    from sessions_monitor.alerts import outbox
+    from sessions_monitor.alerts.rules import create_rule
+
+    rule = create_rule(trigger="failed", channel="webhook", target="https://example.test/h").rule
+    delivery = outbox.enqueue_test(rule)
+    follow = Follow.objects.create(user=superuser, session=session)
+
     group = Group.objects.create(name="ops")
     objects = {
         "auth_group": group.pk,
@@ -163,6 +183,9 @@ def world(transactional_db: Any) -> dict[str, Any]:
         "sessions_monitor_apitoken": token.pk,
         "sessions_monitor_embedrevocation": revocation.pk,
         "sessions_monitor_controlaction": action.pk,
+        "sessions_monitor_alertrule": rule.pk,
+        "sessions_monitor_alertdelivery": delivery.pk,
+        "sessions_monitor_follow": follow.pk,
     }
     users = {
         "anonymous": None,

@@ -5,6 +5,7 @@ same `webhook-id` (the documented at-least-once), and the alert is not lost."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -53,6 +54,10 @@ def alerts_of(receiver: WebhookReceiver, kind: str, session_id: str) -> list[Rec
     ]
 
 
+def streamed(control: Any, session_id: str) -> bool:
+    return bool(control.stats()["open_streams"].get(session_id) == 1)
+
+
 def add_rule(env: dict[str, str], *args: str) -> str:
     printed = manage(["add_alert_rule", *args], env)
     return next(word for word in printed.split() if word.startswith("whsec_"))
@@ -96,7 +101,7 @@ def test_two_relays_send_each_alert_exactly_once(
             control.create_session(session_id=session_id, manual=True, platform="zoom")
         for session_id in (failing, waiting):
             wait_until(
-                lambda s=session_id: control.stats()["open_streams"].get(s) == 1,
+                functools.partial(streamed, control, session_id),
                 what=f"a relay streaming {session_id}",
             )
             control.emit(session_id, status="joining")

@@ -363,6 +363,14 @@ async def test_no_page_breaks_the_content_security_policy(
         "/admin/sessions_monitor/sessionevent/",
         "/admin/sessions_monitor/apitoken/add/",
         "/admin/sessions_monitor/meetingsession/revoke-all-widget-links/",
+        "/insights/",
+        "/insights/?range=7d&platform=zoom",
+        "/alerts/",
+        "/follows/",
+        "/?filter=all&platform=zoom&sort=-duration",
+        "/admin/sessions_monitor/alertrule/",
+        "/admin/sessions_monitor/alertrule/add/",
+        "/admin/sessions_monitor/alertdelivery/",
     ):
         response = await page.goto(dash.base_url + path)
         assert response is not None and response.status == 200, path
