@@ -160,6 +160,20 @@ class HistoryAdmin(ModelAdminBase):
         return False
 
 
+class AuditAdmin(ModelAdminBase):
+    """A record written by the code (an audit trail, a delivery log): never added, edited
+    or deleted here, not even by a superuser."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 if TYPE_CHECKING:
     ControlActionInlineBase = admin.TabularInline[ControlAction, MeetingSession]
 else:
@@ -672,12 +686,9 @@ class EmbedRevocationAdmin(HistoryAdmin):
 
 MAX_BULK_STOP = 100
 
-# The confirmation page of "Stop the selected bots". It lives here, not under templates/, only
-# until the lead moves it to admin/sessions_monitor/meetingsession/stop_selected_confirmation.html.
-
 
 @admin.register(ControlAction)
-class ControlActionAdmin(ModelAdminBase):
+class ControlActionAdmin(AuditAdmin):
     """Who sent or stopped which bot, when, and what the upstream said: written by
     control.py, never added, edited or deleted here."""
 
@@ -722,15 +733,6 @@ class ControlActionAdmin(ModelAdminBase):
         return format_html(
             '<a href="{}">{}</a>', admin_session_url(row.session_id), row.session_ref
         )
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 # --- API tokens ------------------------------------------------------------------------------

@@ -351,22 +351,10 @@ async def test_the_control_actions_csv_export(viewer: Browser) -> None:
 @pytest.fixture(scope="module")
 def browser_dash() -> Iterator[Any]:
     """`serve` with the embedded simulator and relay, its own SQLite file, the demo superuser."""
-    import tempfile
-    from pathlib import Path
+    from tests.e2e.dash import running_dash
 
-    from sessions_monitor.simulator.control import SimulatorControl
-    from tests.e2e.dash import Dash, dash_env, prepare_database, serve
-    from tests.support import free_port
-
-    with tempfile.TemporaryDirectory(prefix="meetingdash-admin-control-") as tmp:
-        db_path = Path(tmp) / "db.sqlite3"
-        env = dash_env(db_path)
-        prepare_database(env)
-        with (
-            serve(env, free_port()) as process,
-            SimulatorControl(process.base_url + "/_simulator") as control,
-        ):
-            yield Dash(process.base_url, db_path, control, process)
+    with running_dash("meetingdash-admin-control-") as dash:
+        yield dash
 
 
 @pytest.mark.browser

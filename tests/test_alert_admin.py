@@ -24,7 +24,7 @@ RULES = "admin:sessions_monitor_alertrule_changelist"
 RULE_ADD = "admin:sessions_monitor_alertrule_add"
 DELIVERIES = "admin:sessions_monitor_alertdelivery_changelist"
 SLACK_URL = "https://hooks.slack.com/services/T0AAA/B0BBB/SlackPathToken123"
-SECRET_IN_MESSAGE = re.compile(r"<code>(whsec_[A-Za-z0-9+/=]+)</code>")
+SECRET_ON_PAGE = re.compile(r"<code>(whsec_[A-Za-z0-9+/=]+)</code>")
 
 
 def rule_form(**overrides: str) -> dict[str, str]:
@@ -78,9 +78,12 @@ def test_it_shows_a_new_rules_secret_once_and_never_again(admin_client: Client) 
     response = admin_client.post(reverse(RULE_ADD), rule_form(), follow=True)
     assert response.status_code == 200
     body = response.content.decode()
-    found = SECRET_IN_MESSAGE.findall(body)
-    assert len(found) == 1, "the secret is shown in the success message"
+    found = SECRET_ON_PAGE.findall(body)
+    assert len(found) == 1, "the secret is shown on the page after saving"
     secret = html.unescape(found[0])
+    assert response.redirect_chain == [], "shown at once, not carried to the next page"
+    assert "no-store" in response["Cache-Control"]
+    assert secret not in str(admin_client.cookies), "never in a cookie (the messages' storage)"
     rule = AlertRule.objects.get(name="Ops failures")
     assert rule.created_by is not None and rule.created_by.username == "admin"
     assert secrets.decrypt(rule.secret_encrypted) == secret
@@ -108,7 +111,7 @@ def test_it_keeps_a_rules_secret_when_its_form_is_saved_again(admin_client: Clie
     form = rule_form(name="Kept", target=SLACK_URL)
     response = admin_client.post(change_url(rule), form, follow=True)
     assert response.status_code == 200
-    assert not SECRET_IN_MESSAGE.search(response.content.decode())
+    assert not SECRET_ON_PAGE.search(response.content.decode())
     rule.refresh_from_db()
     assert rule.name == "Kept"
     assert secrets.decrypt(rule.secret_encrypted) == before
@@ -180,7 +183,8 @@ def test_make_a_new_signing_secret_shows_it_once(admin_client: Client) -> None:
     mail = make_rule(name="Mail", channel="email", target="ops@example.com")
     response = run_action(admin_client, reverse(RULES), "new_secret", [rule, mail])
     body = response.content.decode()
-    [shown] = SECRET_IN_MESSAGE.findall(body)
+    [shown] = SECRET_ON_PAGE.findall(body)
+    assert "no-store" in response["Cache-Control"]
     rule.refresh_from_db()
     assert secrets.decrypt(rule.secret_encrypted) == html.unescape(shown) != before
     assert "sends email: it has no signing secret" in html.unescape(body)

@@ -17,14 +17,15 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.forms.models import construct_instance
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
-from django.utils.safestring import SafeString
 
 from sessions_monitor.admin import (
+    AuditAdmin,
     EstimatedCountPaginator,
     ModelAdminBase,
     admin_session_url,
@@ -55,14 +56,23 @@ def delivery_change_url(delivery: AlertDelivery) -> str:
     return reverse("admin:sessions_monitor_alertdelivery_change", args=[delivery.pk])
 
 
-def secret_message(rule: AlertRule, secret: str) -> SafeString:
-    return format_html(
-        "Signing secret of “{}”: <code>{}</code>. Copy it now: it is stored encrypted and "
-        "shown only this once (afterwards only its hint, {}).",
-        rule,
-        secret,
-        secrets.hint(secret),
-    )
+def secrets_page(
+    model_admin: admin.ModelAdmin[AlertRule],
+    request: HttpRequest,
+    made: list[tuple[AlertRule, str]],
+) -> TemplateResponse:
+    """The one page that shows signing secrets, once (like a new API token): never in a
+    message (the messages cookie would carry it), never cached."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": "Signing secret" + ("s" if len(made) > 1 else ""),
+        "made": [(rule, secret, secrets.hint(secret)) for rule, secret in made],
+        "changelist_url": reverse("admin:sessions_monitor_alertrule_changelist"),
+    }
+    response = TemplateResponse(request, "admin/sessions_monitor/alertrule/secrets.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 # --- rules -----------------------------------------------------------------------------------
@@ -205,7 +215,21 @@ class AlertRuleAdmin(ModelAdminBase):
             obj.secret_hint = ""
         super().save_model(request, obj, form, change)
         if made:
-            self.message_user(request, secret_message(obj, made), messages.SUCCESS)
+            request._alert_secret = made  # type: ignore[attr-defined]
+
+    def response_add(
+        self, request: HttpRequest, obj: AlertRule, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        made = getattr(request, "_alert_secret", None)
+        if made is None:
+            return super().response_add(request, obj, post_url_continue)
+        return secrets_page(self, request, [(obj, made)])
+
+    def response_change(self, request: HttpRequest, obj: AlertRule) -> HttpResponse:
+        made = getattr(request, "_alert_secret", None)
+        if made is None:
+            return super().response_change(request, obj)
+        return secrets_page(self, request, [(obj, made)])
 
     @admin.action(description="Send a test alert", permissions=["change"])
     def send_test(self, request: HttpRequest, queryset: QuerySet[AlertRule]) -> None:
@@ -223,7 +247,10 @@ class AlertRuleAdmin(ModelAdminBase):
             )
 
     @admin.action(description="Make a new signing secret", permissions=["change"])
-    def new_secret(self, request: HttpRequest, queryset: QuerySet[AlertRule]) -> None:
+    def new_secret(
+        self, request: HttpRequest, queryset: QuerySet[AlertRule]
+    ) -> TemplateResponse | None:
+        made: list[tuple[AlertRule, str]] = []
         for rule in queryset:
             if rule.channel not in rules.SIGNED_CHANNELS:
                 self.message_user(
@@ -232,7 +259,8 @@ class AlertRuleAdmin(ModelAdminBase):
                 continue
             secret = rules.set_secret(rule)
             rule.save(update_fields=["secret_encrypted", "secret_hint"])
-            self.message_user(request, secret_message(rule, secret), messages.SUCCESS)
+            made.append((rule, secret))
+        return secrets_page(self, request, made) if made else None
 
     @admin.action(description="Enable the selected rules", permissions=["change"])
     def enable_rules(self, request: HttpRequest, queryset: QuerySet[AlertRule]) -> None:
@@ -271,7 +299,7 @@ class KindFilter(admin.SimpleListFilter):
 
 
 @admin.register(AlertDelivery)
-class AlertDeliveryAdmin(ModelAdminBase):
+class AlertDeliveryAdmin(AuditAdmin):
     """What was sent to whom, and what came back: written by the outbox and the sender, never
     edited here. "Retry now" needs the change permission although no field is editable."""
 
@@ -354,15 +382,6 @@ class AlertDeliveryAdmin(ModelAdminBase):
         text = json.dumps(row.payload, indent=2, ensure_ascii=False, sort_keys=True)
         return format_html("<pre>{}</pre>", text)
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("sessions_monitor.change_alertdelivery"))
 
@@ -385,7 +404,7 @@ class AlertDeliveryAdmin(ModelAdminBase):
 
 
 @admin.register(Follow)
-class FollowAdmin(ModelAdminBase):
+class FollowAdmin(AuditAdmin):
     """Who follows what (set from the dashboard's pages, not here)."""
 
     list_display = ("user", "followed", "created_at")
@@ -402,15 +421,6 @@ class FollowAdmin(ModelAdminBase):
         return format_html(
             '<a href="{}">{}</a>', admin_session_url(follow.session_id), follow.session_id
         )
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 __all__ = [

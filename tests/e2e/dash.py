@@ -19,7 +19,7 @@ from typing import Any
 from playwright.async_api import Browser, BrowserContext, Page
 
 from sessions_monitor.simulator.control import SimulatorControl
-from tests.support import ROOT, ServerProcess, eventually, run_server
+from tests.support import ROOT, ServerProcess, eventually, free_port, run_server
 
 PASSWORD = "demo-e2e-password"
 # Tests never write tracked files: screenshots go to a temporary folder unless
@@ -75,6 +75,31 @@ def dash_env(db_path: Path, **extra: str) -> dict[str, str]:
         "MEETINGDASH_UPSTREAM_STALL_SECONDS": str(STALL_SECONDS),
         **extra,
     }
+
+
+@contextlib.contextmanager
+def running_dash(prefix: str, *, shell: str = "", **extra_env: str) -> Iterator[Dash]:
+    """`serve` (embedded relay and simulator, control API on) over its own SQLite file,
+    migrated with the demo user; `shell`: Python run by `manage.py shell` before it starts
+    (more users, permissions, seeded history)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        db_path = Path(tmp) / "db.sqlite3"
+        env = dash_env(db_path, **extra_env)
+        prepare_database(env)
+        if shell:
+            subprocess.run(
+                [sys.executable, "manage.py", "shell", "-c", shell],
+                cwd=ROOT,
+                env={**os.environ, **env},
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+        with (
+            serve(env, free_port()) as process,
+            SimulatorControl(process.base_url + "/_simulator") as control,
+        ):
+            yield Dash(process.base_url, db_path, control, process)
 
 
 @contextlib.contextmanager

@@ -10,30 +10,21 @@ it is stopped, whatever order these tests run in.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Dialog, Page, expect
 
-from sessions_monitor.simulator.control import SimulatorControl
 from tests.e2e.dash import (
     Dash,
-    dash_env,
     new_context,
     new_session,
-    prepare_database,
+    running_dash,
     screenshot,
-    serve,
 )
 from tests.e2e.test_accessibility import describe, violations
-from tests.support import ROOT, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -51,25 +42,13 @@ User.objects.create_user({VIEWER!r}, password={PASSWORD!r})
 def dash() -> Iterator[Dash]:
     """`serve` as in tests/e2e/conftest.py, with seed 77 (see above), scenarios at double
     speed, an operator who has the control permission and a viewer who has not."""
-    with tempfile.TemporaryDirectory(prefix="meetingdash-e2e-control-") as tmp:
-        db_path = Path(tmp) / "db.sqlite3"
-        env = dash_env(db_path, MEETINGDASH_SIMULATOR_SEED="77", MEETINGDASH_SIMULATOR_SPEED="2")
-        prepare_database(env)
-        subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", ADD_USERS],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        port = free_port()
-        with serve(env, port) as process:
-            control = SimulatorControl(process.base_url + "/_simulator")
-            try:
-                yield Dash(process.base_url, db_path, control, process)
-            finally:
-                control.close()
+    with running_dash(
+        "meetingdash-e2e-control-",
+        shell=ADD_USERS,
+        MEETINGDASH_SIMULATOR_SEED="77",
+        MEETINGDASH_SIMULATOR_SPEED="2",
+    ) as dash:
+        yield dash
 
 
 async def log_in_as(page: Page, dash: Dash, username: str, next_path: str = "/") -> None:

@@ -9,31 +9,24 @@ Notifications: the context grants the permission, and an init script wraps
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
-from sessions_monitor.simulator.control import SimulatorControl
 from tests.e2e.dash import (
     Dash,
-    dash_env,
     log_in,
     new_context,
     new_session,
     open_live,
-    prepare_database,
+    running_dash,
     screenshot,
-    serve,
 )
 from tests.e2e.test_accessibility import describe, violations
-from tests.support import ROOT, eventually, free_port
+from tests.support import eventually
 
 pytestmark = pytest.mark.browser
 
@@ -66,25 +59,8 @@ RECORD_NOTIFICATIONS = """
 @pytest.fixture(scope="module")
 def dash() -> Iterator[Dash]:
     """`serve` as in tests/e2e/conftest.py, plus a second user (who follows nothing)."""
-    with tempfile.TemporaryDirectory(prefix="meetingdash-e2e-follow-") as tmp:
-        db_path = Path(tmp) / "db.sqlite3"
-        env = dash_env(db_path)
-        prepare_database(env)
-        subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", ADD_USERS],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        port = free_port()
-        with serve(env, port) as process:
-            control = SimulatorControl(process.base_url + "/_simulator")
-            try:
-                yield Dash(process.base_url, db_path, control, process)
-            finally:
-                control.close()
+    with running_dash("meetingdash-e2e-follow-", shell=ADD_USERS) as dash:
+        yield dash
 
 
 def csp_violations(page: Page) -> list[str]:

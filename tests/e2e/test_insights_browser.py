@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.async_api import BrowserContext, ConsoleMessage, Page, expect
 
-from tests.e2e.dash import Dash, dash_env, log_in, prepare_database, screenshot, serve
+from tests.e2e.dash import Dash, log_in, running_dash, screenshot
 from tests.e2e.test_accessibility import describe, violations
-from tests.support import ROOT, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -62,24 +57,9 @@ def seed_history(sessions: int = SESSIONS, seed: int = 14) -> None:
 @pytest.fixture(scope="module")
 def history_dash() -> Iterator[Dash]:
     """`serve` (embedded relay and simulator) over a database with a week of history."""
-    with tempfile.TemporaryDirectory(prefix="meetingdash-insights-") as tmp:
-        env = dash_env(Path(tmp) / "db.sqlite3")
-        prepare_database(env)
-        code = (
-            "import django; django.setup(); "
-            "from tests.e2e.test_insights_browser import seed_history; seed_history()"
-        )
-        subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env={**os.environ, **env, "DJANGO_SETTINGS_MODULE": "meetingdash.settings"},
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        port = free_port()
-        with serve(env, port) as process:
-            yield Dash(process.base_url, Path(tmp) / "db.sqlite3", None, process)
+    seed = "from tests.e2e.test_insights_browser import seed_history; seed_history()"
+    with running_dash("meetingdash-insights-", shell=seed) as dash:
+        yield dash
 
 
 def csp_violations(page: Page) -> list[str]:
