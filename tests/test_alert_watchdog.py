@@ -254,6 +254,35 @@ def _stale_session(state: str) -> str:
     return session_id
 
 
+@database_sync_to_async
+def _stuck_sessions(*bot_names: str) -> list[str]:
+    ids = []
+    for minutes, bot_name in enumerate(bot_names):
+        session_id = sid()
+        MeetingSession.objects.create(
+            session_id=session_id,
+            bot_name=bot_name,
+            status="joining",
+            status_since=timezone.now() - timedelta(minutes=60 - minutes),
+            stream_state=StreamState.LIVE,
+        )
+        ids.append(session_id)
+    return ids
+
+
+async def test_sessions_a_rule_does_not_match_never_hide_one_it_does(monkeypatch) -> None:
+    from sessions_monitor.alerts import watchdog
+
+    monkeypatch.setattr(watchdog, "BATCH", 2)
+    acme = await database_sync_to_async(rule)(
+        trigger="stuck", status="joining", longer_than_seconds=60, bot_name_pattern="acme*"
+    )
+    *others, ours = await _stuck_sessions("Other", "Other", "Other", "Acme Recorder")
+    await database_sync_to_async(check_stuck)(stuck_after={})
+    alerted = await deliveries(rule=acme)
+    assert [d.session_ref for d in alerted] == [ours]
+
+
 async def test_a_session_whose_stream_is_down_is_not_called_stuck_on_stale_data() -> None:
     stale = await _stale_session(StreamState.RETRYING)
     live = await _stale_session(StreamState.LIVE)

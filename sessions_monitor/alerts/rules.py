@@ -36,6 +36,8 @@ def validate_rule(rule: AlertRule) -> None:
             errors["longer_than_seconds"] = "A stuck rule needs how long is too long."
     elif rule.trigger == AlertTrigger.UPSTREAM_DOWN and not rule.longer_than_seconds:
         errors["longer_than_seconds"] = "Say after how many seconds of being down to alert."
+    if rule.error_code and rule.trigger != AlertTrigger.FAILED:
+        errors["error_code"] = "Only a failed session has an error code: leave it empty."
     if rule.channel == AlertChannel.EMAIL:
         try:
             EmailValidator()(rule.target)

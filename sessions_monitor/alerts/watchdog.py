@@ -33,7 +33,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from sessions_monitor.alerts import outbox
-from sessions_monitor.alerts.rules import enabled_rules
+from sessions_monitor.alerts.rules import enabled_rules, matches
 from sessions_monitor.models import (
     AlertDelivery,
     AlertRule,
@@ -73,6 +73,14 @@ def _candidates(status: str, cutoff: datetime) -> QuerySet[MeetingSession]:
 
 def _ids(queryset: QuerySet[MeetingSession]) -> list[str]:
     return list(queryset.order_by("status_since").values_list("session_id", flat=True)[:BATCH])
+
+
+def _matching_ids(rule: AlertRule, queryset: QuerySet[MeetingSession]) -> list[str]:
+    """The rule's filters decide, in Python (a bot name pattern has no portable SQL form):
+    over every candidate, so a crowd of sessions the rule does not match can never hide the
+    one it does behind a batch limit. Candidates are running sessions in one status: few."""
+    rows = queryset.order_by("status_since").only("session_id", "bot_name", "platform", "error_code")
+    return [session.session_id for session in rows.iterator() if matches(rule, session)][:BATCH]
 
 
 def _flag_and_alert(
@@ -129,7 +137,7 @@ def check_stuck(
         )
         if rule.platform:
             candidates = candidates.filter(platform__iexact=rule.platform)
-        for session_id in _ids(candidates.exclude(Exists(alerted))):
+        for session_id in _matching_ids(rule, candidates.exclude(Exists(alerted))):
             flagged, asked = _flag_and_alert(session_id, rule.status, cutoff, [rule], now)
             report.stuck_alerts += asked
             if flagged:
