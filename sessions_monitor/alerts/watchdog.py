@@ -79,7 +79,9 @@ def _matching_ids(rule: AlertRule, queryset: QuerySet[MeetingSession]) -> list[s
     """The rule's filters decide, in Python (a bot name pattern has no portable SQL form):
     over every candidate, so a crowd of sessions the rule does not match can never hide the
     one it does behind a batch limit. Candidates are running sessions in one status: few."""
-    rows = queryset.order_by("status_since").only("session_id", "bot_name", "platform", "error_code")
+    rows = queryset.order_by("status_since").only(
+        "session_id", "bot_name", "platform", "error_code"
+    )
     return [session.session_id for session in rows.iterator() if matches(rule, session)][:BATCH]
 
 
