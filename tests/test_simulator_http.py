@@ -299,7 +299,10 @@ def test_faults_and_stats_read_back(sim: SimulatorServer) -> None:
         "requests_total",
         "delivered",
         "transcript_requests",
+        "session_reads",
     }
+    httpx.get(sim.url(f"{API}/sessions/mbsess_nobodyknows"))
+    assert sim.control.stats()["session_reads"].get("mbsess_nobodyknows") == 1
 
 
 def test_control_routes_are_absent_without_control() -> None:

@@ -222,6 +222,7 @@ class SimulatorApp:
         return json_response(session.to_json(self.simulator.now()), 201)
 
     async def get_session(self, request: Request, session_id: str) -> Response:
+        self.simulator.stats.session_reads[session_id] += 1
         session = self.simulator.get(session_id)
         if session is None:
             return _not_found(session_id)

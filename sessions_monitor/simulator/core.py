@@ -53,6 +53,8 @@ class Stats:
     requests_total: int = 0
     # GET …/transcripts per session: one poller per live session, whoever is watching.
     transcript_requests: Counter[str] = field(default_factory=Counter)
+    # GET …/sessions/{id} per id asked for, known or not (look-ups of unknown ids, snapshots).
+    session_reads: Counter[str] = field(default_factory=Counter)
     # Per session, the seqs of events written to at least one open stream (fault drills
     # tell "the upstream delivered it" from "nobody was connected").
     delivered: defaultdict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
@@ -63,6 +65,7 @@ class Stats:
             "open_streams": {sid: n for sid, n in self.open_streams.items() if n > 0},
             "requests_total": self.requests_total,
             "transcript_requests": dict(self.transcript_requests),
+            "session_reads": dict(self.session_reads),
             "delivered": {sid: sorted(seqs) for sid, seqs in self.delivered.items()},
         }
 
