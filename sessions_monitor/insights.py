@@ -34,16 +34,12 @@ from django.db.models import (
 from django.db.models.functions import TruncDay, TruncHour
 from django.urls import reverse
 
+from sessions_monitor.list_filters import CUSTOM_RANGE, RANGES
 from sessions_monitor.models import MeetingSession
 from sessions_monitor.presentation import failure_explanation, format_duration, platform_label
 
-RANGES: dict[str, tuple[str, timedelta]] = {
-    "24h": ("Last 24 hours", timedelta(hours=24)),
-    "7d": ("Last 7 days", timedelta(days=7)),
-    "30d": ("Last 30 days", timedelta(days=30)),
-}
-CUSTOM = "custom"
 DEFAULT_RANGE = "24h"
+CUSTOM = CUSTOM_RANGE
 MAX_CUSTOM = timedelta(days=400)
 HOURLY_UP_TO = timedelta(hours=48)
 TOP_ERROR_CODES = 10
@@ -89,9 +85,9 @@ class InsightsQuery:
     @property
     def label(self) -> str:
         if self.error:
-            return RANGES[DEFAULT_RANGE][0]
+            return RANGES[DEFAULT_RANGE][0].capitalize()
         if self.range in RANGES:
-            return RANGES[self.range][0]
+            return RANGES[self.range][0].capitalize()
         return "Custom range"
 
     @property

@@ -18,7 +18,8 @@ from datetime import datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from sessions_monitor.insights import CUSTOM, RANGES, Bucket, Insights, Tally, percent
+from sessions_monitor.insights import CUSTOM, Bucket, Insights, Tally, percent
+from sessions_monitor.list_filters import RANGES
 
 WIDTH = 640
 PLOT_LEFT = 48
@@ -299,7 +300,8 @@ def page_context(insights: Insights, choices: dict[str, list[str]]) -> dict[str,
         "insights": insights,
         "charts": charts(insights),
         "choices": choices,
-        "ranges": [(key, label) for key, (label, _span) in RANGES.items()] + [(CUSTOM, "Custom")],
+        "ranges": [(key, label.capitalize()) for key, (label, _span) in RANGES.items()]
+        + [(CUSTOM, "Custom")],
         "time_rows": [
             {
                 "bucket": bucket,

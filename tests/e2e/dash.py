@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page
 
 from sessions_monitor.simulator.control import SimulatorControl
 from tests.support import ROOT, ServerProcess, eventually, free_port, run_server
@@ -75,6 +75,19 @@ def dash_env(db_path: Path, **extra: str) -> dict[str, str]:
         "MEETINGDASH_UPSTREAM_STALL_SECONDS": str(STALL_SECONDS),
         **extra,
     }
+
+
+def csp_violations(page: Page) -> list[str]:
+    """Every Content-Security-Policy report the page logs from now on (the list fills as
+    they come: assert it is empty at the end)."""
+    found: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            found.append(f"{page.url} ({message.location}): {message.text}")
+
+    page.on("console", on_console)
+    return found
 
 
 @contextlib.contextmanager

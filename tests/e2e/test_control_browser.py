@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Dialog, Page, expect
+from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
 
 from tests.e2e.dash import (
     Dash,
+    csp_violations,
     new_context,
     new_session,
     running_dash,
@@ -57,17 +58,6 @@ async def log_in_as(page: Page, dash: Dash, username: str, next_path: str = "/")
     await page.fill("#id_password", PASSWORD)
     await page.click("form.form button[type=submit]")
     await page.wait_for_url(f"{dash.base_url}{next_path}")
-
-
-def csp_violations(page: Page) -> list[str]:
-    found: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            found.append(f"{page.url} ({message.location}): {message.text}")
-
-    page.on("console", on_console)
-    return found
 
 
 def accept_dialogs(page: Page) -> list[str]:

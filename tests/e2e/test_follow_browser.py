@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.dash import (
     Dash,
+    csp_violations,
     log_in,
     new_context,
     new_session,
@@ -61,17 +62,6 @@ def dash() -> Iterator[Dash]:
     """`serve` as in tests/e2e/conftest.py, plus a second user (who follows nothing)."""
     with running_dash("meetingdash-e2e-follow-", shell=ADD_USERS) as dash:
         yield dash
-
-
-def csp_violations(page: Page) -> list[str]:
-    found: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            found.append(f"{page.url}: {message.text}")
-
-    page.on("console", on_console)
-    return found
 
 
 async def log_in_as(page: Page, dash: Dash, username: str, password: str) -> None:

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.async_api import BrowserContext, ConsoleMessage, Page, expect
+from playwright.async_api import BrowserContext, Page, expect
 
-from tests.e2e.dash import Dash, log_in, running_dash, screenshot
+from tests.e2e.dash import Dash, csp_violations, log_in, running_dash, screenshot
 from tests.e2e.test_accessibility import describe, violations
 
 pytestmark = pytest.mark.browser
@@ -60,17 +60,6 @@ def history_dash() -> Iterator[Dash]:
     seed = "from tests.e2e.test_insights_browser import seed_history; seed_history()"
     with running_dash("meetingdash-insights-", shell=seed) as dash:
         yield dash
-
-
-def csp_violations(page: Page) -> list[str]:
-    found: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if "Content Security Policy" in message.text:
-            found.append(f"{page.url}: {message.text}")
-
-    page.on("console", on_console)
-    return found
 
 
 async def computed(page: Page, selector: str, prop: str) -> str:
