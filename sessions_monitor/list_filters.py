@@ -39,6 +39,7 @@ from sessions_monitor import presentation
 from sessions_monitor.models import MeetingSession
 from sessions_monitor.presentation import FILTERS, LOST_CONTACT
 from sessions_monitor.upstream import TERMINAL_STATUSES
+from sessions_monitor.upstream.events import STATUSES
 
 RANGES: dict[str, tuple[str, timedelta]] = {
     "24h": ("last 24 hours", timedelta(hours=24)),
@@ -56,16 +57,7 @@ SORTS: dict[str, str] = {
     "-status": "Status (reverse lifecycle order)",
 }
 # Lifecycle order for `sort=status`; any other status after these, alphabetically.
-STATUS_ORDER: tuple[str, ...] = (
-    "initializing",
-    "joining",
-    "waiting",
-    "active",
-    "recording",
-    "leaving",
-    "completed",
-    "failed",
-)
+STATUS_ORDER = STATUSES
 MAX_TEXT = 200
 # The params that narrow the list beyond its tab; any of them without a `filter` shows "All".
 NARROWING = ("status", "platform", "bot", "error_code", "range", "from", "to")

@@ -22,6 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector as OsProcessCollector
 from prometheus_client.registry import Collector
 
+from sessions_monitor.upstream.events import STATUSES
+
 disable_created_metrics()  # type: ignore[no-untyped-call]  # one `_created` gauge per counter is noise at this size
 REGISTRY = CollectorRegistry(auto_describe=True)
 OsProcessCollector(registry=REGISTRY)
@@ -117,9 +119,7 @@ alerts_pending = Gauge(
     "meetingdash_alerts_pending", "Alert deliveries not yet delivered.", registry=REGISTRY
 )
 
-KNOWN_STATUSES = frozenset(
-    {"initializing", "joining", "waiting", "active", "recording", "leaving", "completed", "failed"}
-)
+KNOWN_STATUSES = frozenset(STATUSES)
 KNOWN_PLATFORMS = frozenset({"teams", "zoom", "google_meet", "meet", "webex"})
 MAX_ERROR_CODES = 100
 _error_codes: set[str] = set()

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 if TYPE_CHECKING:
     from sessions_monitor.models import MeetingSession
+    from sessions_monitor.relay.worker import Relay
 
 T = TypeVar("T")
 
@@ -66,6 +67,21 @@ def make_session(session_id: str, *, minutes_ago: float = 0, **fields: Any) -> M
         "watched": True,
     }
     return MeetingSession.objects.create(session_id=session_id, **{**values, **fields})
+
+
+def fast_relay(upstream_url: str, **options: Any) -> Relay:
+    """A relay for tests: no discovery, quick stall detection, rescans and retries (test
+    time, not production's); `options` override any of it (`Relay`'s keyword arguments)."""
+    from sessions_monitor.relay.worker import Relay
+    from sessions_monitor.upstream import BackoffPolicy
+
+    defaults: dict[str, Any] = {
+        "discovery_seconds": 0,
+        "stall_seconds": 1.0,
+        "rescan_seconds": 0.2,
+        "backoff": BackoffPolicy(initial=0.05, cap=0.2),
+    }
+    return Relay(upstream_url=upstream_url, **{**defaults, **options})
 
 
 # --- waiting on conditions -----------------------------------------------------------------------

@@ -150,7 +150,7 @@ def test_the_list_shows_filters_in_words_and_only_the_host_of_a_url(
     body = admin_client.get(reverse(RULES)).content.decode()
     assert "SlackPathToken123" not in body and "/services/" not in body
     assert "https://hooks.slack.com/…" in body
-    assert "in &#x27;joining&#x27;, longer than 90 s, bot &#x27;Acme*&#x27;" in body
+    assert "in &#x27;joining&#x27;, longer than 1 min 30 s, bot &#x27;Acme*&#x27;" in body
     assert rule.secret_hint in body
     assert "ops@example.com" in body
     assert "Pending" in body, "the last delivery's status"

@@ -20,8 +20,8 @@ from sessions_monitor.alerts.rules import create_rule
 from sessions_monitor.alerts.watchdog import Watchdog, check_stuck
 from sessions_monitor.models import AlertDelivery, MeetingSession, StreamState
 from sessions_monitor.relay.worker import Relay
-from sessions_monitor.upstream import BackoffPolicy, MeetingBuddyClient
-from tests.support import eventually, free_port
+from sessions_monitor.upstream import MeetingBuddyClient
+from tests.support import eventually, fast_relay, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,13 +34,7 @@ def sid() -> str:
 
 @pytest.fixture
 async def relay(simulator_server, fresh_channel_layer) -> AsyncIterator[Relay]:
-    relay = Relay(
-        upstream_url=simulator_server.base_url,
-        discovery_seconds=0,
-        stall_seconds=1.0,
-        rescan_seconds=0.2,
-        backoff=BackoffPolicy(initial=0.05, cap=0.2),
-    )
+    relay = fast_relay(simulator_server.base_url)
     relay.alert_check_seconds = 0  # the test calls the steps
     await relay.start()
     yield relay

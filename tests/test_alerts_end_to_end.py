@@ -17,8 +17,7 @@ from standardwebhooks.webhooks import Webhook
 from sessions_monitor.alerts.rules import create_rule
 from sessions_monitor.models import AlertDelivery, DeliveryStatus, MeetingSession
 from sessions_monitor.relay.worker import Relay
-from sessions_monitor.upstream import BackoffPolicy
-from tests.support import eventually
+from tests.support import eventually, fast_relay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,13 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def relay(simulator_server, fresh_channel_layer, settings) -> AsyncIterator[Relay]:
     settings.MEETINGDASH_ALERT_CHECK_SECONDS = 0.2
     settings.MEETINGDASH_STUCK_AFTER = {}
-    relay = Relay(
-        upstream_url=simulator_server.base_url,
-        discovery_seconds=0,
-        stall_seconds=1.0,
-        rescan_seconds=0.2,
-        backoff=BackoffPolicy(initial=0.05, cap=0.2),
-    )
+    relay = fast_relay(simulator_server.base_url)
     await relay.start()
     yield relay
     await relay.stop()

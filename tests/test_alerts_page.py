@@ -44,7 +44,7 @@ def test_rules_are_shown_in_words_without_their_secrets() -> None:
         enabled=False,
     )
     page = signed_in().get("/alerts/").content.decode()
-    assert "in &#x27;joining&#x27;, longer than 3 min" in page
+    assert "in &#x27;joining&#x27;, longer than 3 min 00 s" in page
     assert "error JOIN_TIMEOUT, on zoom" in page
     assert "https://hooks.slack.test/…" in page
     assert "s3cr3tpathtoken" not in page

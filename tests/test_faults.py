@@ -22,7 +22,7 @@ from sessions_monitor.relay.leases import RedisLeases
 from sessions_monitor.relay.worker import Relay
 from sessions_monitor.relay.writes import OrderedWrites, Write
 from sessions_monitor.upstream import BackoffPolicy, ParticipantLeft
-from tests.support import eventually
+from tests.support import eventually, fast_relay
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -266,12 +266,10 @@ async def _holder_is(leases: RedisLeases, session_id: str) -> bool:
 
 @pytest.fixture
 async def relay(simulator_server: Any, fresh_channel_layer: Any) -> AsyncIterator[Relay]:
-    relay = Relay(
-        upstream_url=simulator_server.base_url,
-        discovery_seconds=0,
+    relay = fast_relay(
+        simulator_server.base_url,
         stall_seconds=3.0,  # the simulator's keepalive is 1 s
         rescan_seconds=60,  # only this test decides when a session is followed
-        backoff=BackoffPolicy(initial=0.05, cap=0.2),
     )
     await relay.start()
     yield relay

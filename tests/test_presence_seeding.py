@@ -14,10 +14,9 @@ from channels.db import database_sync_to_async
 
 from sessions_monitor import services
 from sessions_monitor.models import EventKind, MeetingSession, Presence, SessionEvent
-from sessions_monitor.relay.worker import Relay
-from sessions_monitor.upstream import BackoffPolicy, UpstreamSession
+from sessions_monitor.upstream import UpstreamSession
 from sessions_monitor.upstream.events import ParticipantJoined, ParticipantLeft, StatusChanged
-from tests.support import eventually
+from tests.support import eventually, fast_relay
 
 
 def sid() -> str:
@@ -115,13 +114,7 @@ async def test_the_relay_seeds_people_already_in_a_meeting_it_starts_watching(
         {"join": "李雷"},
     ):
         control.emit(session_id, **step)
-    relay = Relay(
-        upstream_url=simulator_server.base_url,
-        discovery_seconds=0,
-        stall_seconds=2.0,
-        rescan_seconds=0.2,
-        backoff=BackoffPolicy(initial=0.05, cap=0.2),
-    )
+    relay = fast_relay(simulator_server.base_url, stall_seconds=2.0)
     await relay.start()
     try:
         await relay.watch(session_id)

@@ -15,8 +15,8 @@ from sessions_monitor import services
 from sessions_monitor.hub import Hub
 from sessions_monitor.models import MeetingSession, SessionEvent, StreamState
 from sessions_monitor.relay.worker import Relay
-from sessions_monitor.upstream import BackoffPolicy, LinkState, LinkStateName, StatusChanged
-from tests.support import eventually
+from sessions_monitor.upstream import LinkState, LinkStateName, StatusChanged
+from tests.support import eventually, fast_relay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,13 +53,7 @@ def seqs(session_id: str) -> list[int]:
 
 @pytest.fixture
 async def relay(simulator_server, fresh_channel_layer) -> AsyncIterator[Relay]:
-    relay = Relay(
-        upstream_url=simulator_server.base_url,
-        discovery_seconds=0,
-        stall_seconds=1.0,
-        rescan_seconds=0.2,
-        backoff=BackoffPolicy(initial=0.05, cap=0.2),
-    )
+    relay = fast_relay(simulator_server.base_url)
     await relay.start()
     yield relay
     await relay.stop()

@@ -22,10 +22,10 @@ from sessions_monitor.hub import Hub
 from sessions_monitor.models import MeetingSession, SessionEvent, TranscriptSegment
 from sessions_monitor.relay import transcripts as poller
 from sessions_monitor.relay.worker import Relay
-from sessions_monitor.upstream import BackoffPolicy, MeetingBuddyClient, UpstreamUnavailable
+from sessions_monitor.upstream import MeetingBuddyClient, UpstreamUnavailable
 from sessions_monitor.upstream.models import UpstreamTranscriptSegment
 from tests.conftest import SimulatorServer, _simulator_server
-from tests.support import eventually, free_port, make_session
+from tests.support import eventually, fast_relay, free_port, make_session
 from tests.test_consumers import (
     broadcast,
     caught_up,
@@ -182,13 +182,7 @@ def fast_simulator() -> Iterator[SimulatorServer]:
 @pytest.fixture
 async def relay(fast_simulator, fresh_channel_layer, settings) -> AsyncIterator[Relay]:
     settings.MEETINGDASH_TRANSCRIPT_POLL_SECONDS = 0.2
-    relay = Relay(
-        upstream_url=fast_simulator.base_url,
-        discovery_seconds=0,
-        stall_seconds=2.0,
-        rescan_seconds=0.2,
-        backoff=BackoffPolicy(initial=0.05, cap=0.2),
-    )
+    relay = fast_relay(fast_simulator.base_url, stall_seconds=2.0)
     await relay.start()
     yield relay
     await relay.stop()

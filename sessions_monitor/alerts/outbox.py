@@ -24,6 +24,7 @@ from django.utils import timezone
 from sessions_monitor import messages, telemetry
 from sessions_monitor.alerts.rules import enabled_rules, matches
 from sessions_monitor.models import AlertDelivery, AlertRule, AlertTrigger, MeetingSession
+from sessions_monitor.presentation import format_duration
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +64,13 @@ def session_text(kind: str, session: MeetingSession, *, seconds: float | None = 
         code = f" [{session.error_code}]" if session.error_code else ""
         return f"{who} failed{code}: {reason}"
     if kind == STUCK:
-        minutes = f" for {_duration(seconds)}" if seconds is not None else ""
-        return f"{who} is stuck in {session.status!r}{minutes}"
+        lasted = f" for {format_duration(seconds)}" if seconds is not None else ""
+        return f"{who} is stuck in {session.status!r}{lasted}"
     if kind == LOST:
         return f"{who}: Meeting Buddy no longer knows this session (lost contact)"
     if kind == RESOLVED:
         return f"{who} moved on: now {session.status!r}"
     return f"{who}: {kind}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{int(seconds)} s"
-    return f"{int(seconds // 60)} min"
 
 
 def session_payload(
@@ -167,11 +162,11 @@ def upstream_payload(
     kind: str, rule: AlertRule, *, since: datetime, at: datetime
 ) -> dict[str, Any]:
     down = kind == UPSTREAM_DOWN
-    minutes = _duration((at - since).total_seconds())
+    lasted = format_duration((at - since).total_seconds())
     text = (
-        f"Meeting Buddy has been unreachable for {minutes}"
+        f"Meeting Buddy has been unreachable for {lasted}"
         if down
-        else f"Meeting Buddy is reachable again (it was down for {minutes})"
+        else f"Meeting Buddy is reachable again (it was down for {lasted})"
     )
     return {
         "type": kind,

@@ -13,6 +13,7 @@ from django.core.validators import EmailValidator, URLValidator
 
 from sessions_monitor.alerts import secrets
 from sessions_monitor.models import AlertChannel, AlertRule, AlertTrigger, MeetingSession
+from sessions_monitor.presentation import format_duration
 from sessions_monitor.upstream.events import TERMINAL_STATUSES
 
 SIGNED_CHANNELS = frozenset({AlertChannel.WEBHOOK, AlertChannel.SLACK})
@@ -100,7 +101,7 @@ def filters_in_words(rule: AlertRule) -> str:
     if rule.trigger == AlertTrigger.STUCK and rule.status:
         words.append(f"in {rule.status!r}")
     if rule.longer_than_seconds:
-        words.append(f"longer than {_duration(rule.longer_than_seconds)}")
+        words.append(f"longer than {format_duration(rule.longer_than_seconds)}")
     if rule.error_code:
         words.append(f"error {rule.error_code}")
     if rule.platform:
@@ -108,14 +109,6 @@ def filters_in_words(rule: AlertRule) -> str:
     if rule.bot_name_pattern:
         words.append(f"bot {rule.bot_name_pattern!r}")
     return ", ".join(words) or "every session"
-
-
-def _duration(seconds: int) -> str:
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600} h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
 
 
 def enabled_rules(trigger: str) -> list[AlertRule]:

@@ -12,6 +12,17 @@ from datetime import datetime
 
 #: The statuses a session never leaves: the one definition (models, simulator and pages use it).
 TERMINAL_STATUSES = frozenset({"completed", "failed"})
+# The statuses the upstream documents, in lifecycle order (`waiting`: the waiting room).
+STATUSES: tuple[str, ...] = (
+    "initializing",
+    "joining",
+    "waiting",
+    "active",
+    "recording",
+    "leaving",
+    "completed",
+    "failed",
+)
 
 
 @dataclass(frozen=True, slots=True)
