@@ -25,6 +25,7 @@ from sessions_monitor import messages, telemetry
 from sessions_monitor.alerts.rules import enabled_rules, matches
 from sessions_monitor.models import AlertDelivery, AlertRule, AlertTrigger, MeetingSession
 from sessions_monitor.presentation import format_duration
+from sessions_monitor.selectors import session_summary
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def enqueue_session_alert(
     if notify:
         toast = messages.alert_message(
             kind=kind.removeprefix("session."),
-            session=_summary(session),
+            session=session_summary(session),
             text=text,
             at=isoformat(now),
         )
@@ -230,12 +231,6 @@ def enqueue_test(rule: AlertRule) -> AlertDelivery:
         created_at=now,
         next_attempt_at=now,
     )
-
-
-def _summary(session: MeetingSession) -> dict[str, Any]:
-    from sessions_monitor.selectors import session_summary
-
-    return session_summary(session)
 
 
 def broadcast_alert(message: messages.AlertMessage) -> None:
