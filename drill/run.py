@@ -497,6 +497,12 @@ def run(
             stack.control("DELETE", "/_control/faults")
             drill.wait_healthy(90)
             drill.wait_all_live()
+            # A stalled connection may stall on after the fault is cleared (the simulator
+            # sleeps out its stall), and its replacement is one more gap, noticed only a stall
+            # timeout later: wait it out before counting, or what that replacement missed
+            # looks lost without a gap when it is only not yet marked.
+            drill.wait_quiet(quiet=STALL_TIMEOUT + settle)
+            drill.wait_all_live()
             wait_until(lambda: stack.write_queues() == 0, 60, "relays to store what they hold")
             row_window = emitter.log[begin:]
             time.sleep(settle)  # let everything emitted be stored and delivered
@@ -505,9 +511,6 @@ def run(
                 for sid, seqs in stack.control("GET", "/_control/stats")["delivered"].items()
             }
             balance(row, row_window, stored_rows(stack), delivered, subscribers)
-            # A stalled connection may stall on after the fault is cleared (the simulator
-            # sleeps out its stall), and its replacement is one more gap: let it happen here.
-            drill.wait_quiet(quiet=STALL_TIMEOUT + settle)
             problems = row.failed(cuts_connections)
             row.notes = problems
             rows.append(row)

@@ -10,6 +10,7 @@ import csv
 import io
 import sqlite3
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.async_api import BrowserContext, Page
@@ -27,6 +28,20 @@ def stored_status(dash: Dash, session_id: str) -> str:
             (session_id,),
         ).fetchone()
     return str(row[0]) if row else ""
+
+
+def started_in_an_earlier_second(dash: Dash, session_id: str) -> bool:
+    """The upstream's `created_at` (our `started_at`) has whole seconds: a session created in
+    the same second would tie with this one in a sort by start or duration."""
+    with contextlib.closing(sqlite3.connect(dash.db_path, timeout=10)) as db:
+        row = db.execute(
+            "SELECT started_at FROM sessions_monitor_meetingsession WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+    if not row or not row[0]:
+        return False
+    started = datetime.fromisoformat(str(row[0])).replace(tzinfo=UTC)
+    return datetime.now(UTC) - started >= timedelta(seconds=1)
 
 
 async def active_session(dash: Dash, page: Page, **fields: str) -> str:
@@ -60,6 +75,8 @@ async def test_filter_live_updates_sort_and_csv_of_the_filtered_sessions(
     bot = f"Filter bot {uuid.uuid4().hex[:6]}"
     zoom_active = await active_session(dash, page, bot_name=bot, platform="zoom")
     teams_active = await active_session(dash, page, bot_name=bot, platform="teams")
+    # The sort by duration below must not meet a tie.
+    await eventually(lambda: started_in_an_earlier_second(dash, zoom_active), 10, "a new second")
     zoom_waiting = await new_session(dash, page, bot_name=bot, platform="zoom")
 
     await page.goto(f"{dash.base_url}/?filter=all")
